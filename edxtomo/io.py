@@ -55,12 +55,19 @@ class TiltSeries:
         Free-form description of where the data came from: source files, X-ray lines,
         integration and background windows, beam energy. Per-channel entries live under
         ``provenance["channels"][name]``.
+    background : dict of str to ndarray
+        Per element, the expected background counts (bremsstrahlung under the line) inside
+        that element's integration window, float ``(n_tilt, ny, nx)``, summed over frames.
+        The element channel holds the gross window counts, which keep Poisson statistics;
+        net counts are ``gross - background`` (see :meth:`net_counts`). Empty when the maps
+        are already net intensities.
     """
 
     channels: dict[str, np.ndarray]
     angles_deg: np.ndarray
     pixel_size_nm: float
     provenance: dict[str, Any] = field(default_factory=dict)
+    background: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.angles_deg = np.asarray(self.angles_deg, dtype=float)
@@ -72,6 +79,11 @@ class TiltSeries:
                 raise EdxtomoInputError(
                     f"channel {name!r} has shape {data.shape}; expected (n_tilt={n_tilt}, ny, nx)"
                     " or (n_tilt, n_frame, ny, nx)"
+                )
+        for name, data in self.background.items():
+            if name not in self.channels or data.shape != self.summed(name).shape:
+                raise EdxtomoInputError(
+                    f"background {name!r} of shape {data.shape} matches no channel of that shape"
                 )
         if not np.isfinite(self.pixel_size_nm) or self.pixel_size_nm <= 0:
             raise EdxtomoInputError(f"pixel size must be positive, got {self.pixel_size_nm} nm")
@@ -95,6 +107,18 @@ class TiltSeries:
         """``(ny, nx)`` of one projection."""
         first = next(iter(self.channels.values()))
         return tuple(first.shape[-2:])
+
+    def summed(self, name: str) -> np.ndarray:
+        """Channel ``name`` summed over frames: ``(n_tilt, ny, nx)``, dtype kept."""
+        data = self.channels[name]
+        return data.sum(axis=1, dtype=data.dtype) if data.ndim == 4 else data
+
+    def net_counts(self, name: str) -> np.ndarray:
+        """Frame-summed channel minus its background, float32 ``(n_tilt, ny, nx)``."""
+        net = self.summed(name).astype(np.float32)
+        if name in self.background:
+            net -= self.background[name].astype(np.float32)
+        return net
 
 
 @contextlib.contextmanager
@@ -219,19 +243,26 @@ def read_stack(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, float, 
     return data, angles_deg, pixel_size_nm, provenance
 
 
-def save_tilt_series(series: TiltSeries, directory: str | os.PathLike) -> dict[str, Path]:
+BACKGROUND_DIR = "background"
+
+
+def save_tilt_series(series: TiltSeries, directory: str | os.PathLike) -> list[Path]:
     """Write every channel of ``series`` as ``directory/{channel}.hspy``.
 
-    Returns the written paths by channel name.
+    Backgrounds go to ``directory/background/{element}.hspy``. Returns the written paths.
     """
     directory = Path(directory)
     channel_provenance = series.provenance.get("channels", {})
     common = {k: v for k, v in series.provenance.items() if k != "channels"}
-    paths = {}
+    paths = []
     for name, data in series.channels.items():
-        paths[name] = directory / f"{name}.hspy"
         provenance = {**common, **channel_provenance.get(name, {})}
-        write_stack(paths[name], data, series.angles_deg, series.pixel_size_nm, name, provenance)
+        paths.append(directory / f"{name}.hspy")
+        write_stack(paths[-1], data, series.angles_deg, series.pixel_size_nm, name, provenance)
+    for name, data in series.background.items():
+        paths.append(directory / BACKGROUND_DIR / f"{name}.hspy")
+        write_stack(paths[-1], data, series.angles_deg, series.pixel_size_nm, name,
+                    {"quantity": "expected background counts in the integration window"})
     return paths
 
 
@@ -265,7 +296,12 @@ def load_tilt_series(
             )
         stacks[name] = data
         provenance["channels"][name] = prov
-    return TiltSeries(stacks, angles_ref, pixel_ref, provenance)
+    background = {
+        name: read_stack(directory / BACKGROUND_DIR / f"{name}.hspy")[0]
+        for name in channels
+        if (directory / BACKGROUND_DIR / f"{name}.hspy").exists()
+    }
+    return TiltSeries(stacks, angles_ref, pixel_ref, provenance, background)
 
 
 def write_volume(
