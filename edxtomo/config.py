@@ -1,0 +1,193 @@
+"""Configuration and sample-sheet validation for the workflow.
+
+The Snakefile calls :func:`validate_config` and :func:`load_samples` before it builds the
+DAG, so a bad key, a wrong type, a sample row pointing at no file or a duplicate sample
+name stops the run before any job, with a message that names the key or the row.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from edxtomo.io import EdxtomoInputError
+
+log = logging.getLogger(__name__)
+
+ELEMENT_PLACEHOLDER = "{element}"
+SAMPLE_COLUMNS = ("sample", "raw", "maps", "angles", "elements", "angles_deg", "pixel_size_nm")
+
+
+class ConfigError(EdxtomoInputError):
+    """The configuration or the sample sheet is invalid."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One validated row of the sample sheet.
+
+    Attributes
+    ----------
+    name : str
+        Sample name (a folder name under ``results/``).
+    raw : str or None
+        Glob of raw spectrum-image files, one per tilt.
+    simulated : str or None
+        Name of the ``simulate:`` specimen that produces the raw files, when they do not
+        exist yet.
+    maps : str or None
+        Path pattern with an ``{element}`` placeholder.
+    angles : str or None
+        ``.rawtlt`` file of the maps route.
+    elements : tuple of str
+        Element symbols from the sheet (empty: from the files or the config).
+    angles_deg : tuple of float
+        Tilt angles in degrees from the sheet (empty: from the files).
+    pixel_size_nm : float or None
+        Pixel size override in nm.
+    """
+
+    name: str
+    raw: str | None
+    simulated: str | None
+    maps: str | None
+    angles: str | None
+    elements: tuple[str, ...]
+    angles_deg: tuple[float, ...]
+    pixel_size_nm: float | None
+
+
+def _validation_message(exc: Exception) -> str:
+    """Shorten Snakemake's validation error to 'key a.b.c: reason'."""
+    text = str(exc)
+    reason = re.search(r"ValidationError: (.*)", text)
+    where = re.search(r"On instance((?:\[[^\]]*\])*)", text)
+    reason_text = reason.group(1).strip() if reason else text.splitlines()[0]
+    if where and where.group(1):
+        keys = re.findall(r"\[([^\]]*)\]", where.group(1))
+        key_path = ".".join(k.strip("'\"") for k in keys)
+        return f"key '{key_path}': {reason_text}"
+    return reason_text
+
+
+def validate_config(config: dict[str, Any], schema_path: str | os.PathLike) -> dict[str, Any]:
+    """Validate ``config`` in place against the schema and fill in its defaults.
+
+    Raises
+    ------
+    ConfigError
+        Naming the offending key, e.g. ``key 'reconstruct.sirt.iterations': 'abc' is not
+        of type 'integer'``.
+    """
+    from snakemake.utils import validate
+
+    try:
+        validate(config, str(schema_path), set_default=True)
+    except Exception as exc:  # WorkflowError wraps jsonschema's ValidationError
+        raise ConfigError(f"invalid configuration: {_validation_message(exc)}") from None
+    return config
+
+
+def _split_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _simulated_specimen(pattern: str, simulate: dict[str, Any]) -> str | None:
+    """Name of the simulated specimen whose output folder holds ``pattern``'s files."""
+    folder = Path(pattern).parent
+    for name in simulate:
+        if folder == Path("resources", "demo", name):
+            return name
+    return None
+
+
+def _resolve_row(row: dict[str, str], where: str, config: dict[str, Any]) -> Sample:
+    raw, maps, angles = row.get("raw", ""), row.get("maps", ""), row.get("angles", "")
+    elements = tuple(_split_list(row.get("elements", "")))
+    simulated = None
+    if raw and (maps or angles):
+        raise ConfigError(f"{where}: give either 'raw' or 'maps' + 'angles', not both")
+    if raw:
+        if not glob.glob(raw):
+            simulated = _simulated_specimen(raw, config.get("simulate", {}))
+            if simulated is None:
+                raise ConfigError(f"{where}: 'raw' pattern {raw!r} matches no file")
+    elif maps or angles:
+        if not (maps and angles):
+            raise ConfigError(f"{where}: the maps route needs both 'maps' and 'angles'")
+        if ELEMENT_PLACEHOLDER not in maps:
+            raise ConfigError(f"{where}: 'maps' {maps!r} has no {ELEMENT_PLACEHOLDER} placeholder")
+        if not Path(angles).is_file():
+            raise ConfigError(f"{where}: angles file {angles!r} does not exist")
+        for element in elements or config["extract"]["elements"]:
+            path = maps.replace(ELEMENT_PLACEHOLDER, element)
+            if not Path(path).is_file():
+                raise ConfigError(f"{where}: map of {element} {path!r} does not exist")
+    else:
+        raise ConfigError(f"{where}: no data; give 'raw', or 'maps' and 'angles'")
+    pixel = row.get("pixel_size_nm", "")
+    pixel_size_nm = float(pixel) if pixel else None
+    if pixel_size_nm is not None and pixel_size_nm <= 0:
+        raise ConfigError(f"{where}: pixel_size_nm must be positive, got {pixel}")
+    return Sample(
+        name=row["sample"],
+        raw=raw or None,
+        simulated=simulated,
+        maps=maps or None,
+        angles=angles or None,
+        elements=elements,
+        angles_deg=tuple(float(a) for a in _split_list(row.get("angles_deg", ""))),
+        pixel_size_nm=pixel_size_nm,
+    )
+
+
+def load_samples(
+    path: str | os.PathLike, schema_path: str | os.PathLike, config: dict[str, Any]
+) -> dict[str, Sample]:
+    """Read, validate and resolve the sample sheet.
+
+    Parameters
+    ----------
+    path : path-like
+        Tab-separated sample sheet with the columns of :data:`SAMPLE_COLUMNS`.
+    schema_path : path-like
+        JSON schema (YAML) of one row.
+    config : dict
+        The validated configuration (for ``simulate`` and ``extract.elements``).
+
+    Returns
+    -------
+    dict of str to Sample
+        By sample name, in sheet order.
+    """
+    from snakemake.utils import validate
+
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ConfigError(f"sample sheet {path}: cannot be read ({exc})") from None
+    unknown = [c for c in table.columns if c not in SAMPLE_COLUMNS]
+    if unknown:
+        raise ConfigError(f"sample sheet {path}: unknown column(s) {unknown}")
+    if "sample" not in table.columns or table.empty:
+        raise ConfigError(f"sample sheet {path}: needs a 'sample' column and at least one row")
+    samples: dict[str, Sample] = {}
+    for index, record in enumerate(table.to_dict("records"), start=2):
+        row = {k: v.strip() for k, v in record.items() if v.strip()}
+        where = f"sample sheet {path}, line {index} (sample {row.get('sample', '?')!r})"
+        try:
+            validate(row, str(schema_path))
+        except Exception as exc:
+            raise ConfigError(f"{where}: {_validation_message(exc)}") from None
+        if row["sample"] in samples:
+            raise ConfigError(f"{where}: duplicate sample name {row['sample']!r}")
+        samples[row["sample"]] = _resolve_row(row, where, config)
+    return samples

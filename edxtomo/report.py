@@ -1,0 +1,131 @@
+"""Figures of the report: one function per figure, each writing a PNG.
+
+Every function takes arrays and tables (never file paths of stage outputs), so that it can
+be used from a notebook as well as from the workflow's figure rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from edxtomo.io import atomic_path  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+FIGURE_DPI = 120
+
+
+def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=FIGURE_DPI, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _display_range(image: np.ndarray) -> tuple[float, float]:
+    """0 (or the minimum, when negative) to the 99.9th percentile: robust to hot voxels."""
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    high = float(np.percentile(finite, 99.9))
+    low = min(0.0, float(finite.min()))
+    return low, high if high > low else low + 1.0
+
+
+def central_slices(volume: np.ndarray) -> dict[str, np.ndarray]:
+    """The three orthogonal slices through the centre of a ``(nz, ny, nx)`` volume.
+
+    Returns
+    -------
+    dict
+        ``"xy"`` ``(ny, nx)``, ``"xz"`` ``(nz, nx)``, ``"yz"`` ``(nz, ny)``.
+    """
+    nz, ny, nx = volume.shape
+    return {"xy": volume[nz // 2], "xz": volume[:, ny // 2, :], "yz": volume[:, :, nx // 2]}
+
+
+def plot_orthoslices(
+    volumes: Mapping[str, np.ndarray],
+    voxel_size_nm: float,
+    path: str | os.PathLike,
+    title: str = "",
+    outlines: np.ndarray | None = None,
+) -> None:
+    """Orthogonal central slices of each channel, one row per channel.
+
+    Parameters
+    ----------
+    volumes : mapping of str to ndarray, each (nz, ny, nx)
+        Channels to show, in order.
+    voxel_size_nm : float
+        Voxel size in nm, for the axis extents.
+    path : path-like
+        Output PNG.
+    title : str
+        Figure title.
+    outlines : ndarray of int, shape (nz, ny, nx), optional
+        Label volume whose boundaries are drawn on every slice.
+    """
+    names = list(volumes)
+    fig, axes = plt.subplots(len(names), 3, figsize=(9, 3 * len(names)), squeeze=False)
+    label_slices = central_slices(outlines) if outlines is not None else None
+    for row, name in enumerate(names):
+        slices = central_slices(volumes[name])
+        low, high = _display_range(volumes[name])
+        for col, (plane, image) in enumerate(slices.items()):
+            ax = axes[row, col]
+            extent = (0, image.shape[1] * voxel_size_nm, image.shape[0] * voxel_size_nm, 0)
+            ax.imshow(image, cmap="magma", vmin=low, vmax=high, extent=extent)
+            if label_slices is not None:
+                ax.contour(label_slices[plane] > 0, levels=[0.5], colors="cyan",
+                           linewidths=0.6, extent=(extent[0], extent[1], extent[3], extent[2]),
+                           origin="upper")
+            ax.set_title(f"{name} {plane}", fontsize=9)
+            ax.set_xlabel(f"{plane[0]} (nm)", fontsize=8)
+            ax.set_ylabel(f"{plane[1]} (nm)" if plane == "xy" else "z (nm)", fontsize=8)
+            ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_thickness_distributions(particles: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Per-element distributions of particle mean shell thickness, by sample and method.
+
+    Parameters
+    ----------
+    particles : DataFrame
+        ``results/tables/particles.tsv``: columns ``sample``, ``method``, ``element``,
+        ``thickness_mean_nm`` and ``flag``.
+    path : path-like
+        Output PNG.
+    """
+    import seaborn as sns
+
+    usable = particles[np.isfinite(particles["thickness_mean_nm"])]
+    if usable.empty:
+        fig, ax = plt.subplots(figsize=(6, 2))
+        ax.text(0.5, 0.5, "no particle with a measurable shell", ha="center", va="center")
+        ax.set_axis_off()
+        _save(fig, path)
+        return
+    usable = usable.assign(group=usable["sample"] + " / " + usable["method"])
+    grid = sns.catplot(
+        data=usable, x="group", y="thickness_mean_nm", col="element", kind="box",
+        col_wrap=min(3, usable["element"].nunique()), sharey=False, height=3, aspect=1.2,
+        color="0.85",
+    )
+    grid.map_dataframe(sns.stripplot, x="group", y="thickness_mean_nm", color="k", size=4)
+    grid.set_axis_labels("sample / method", "mean shell thickness (nm)")
+    for ax in grid.axes.flat:
+        ax.tick_params(axis="x", rotation=30, labelsize=7)
+    _save(grid.figure, path)

@@ -1,0 +1,118 @@
+rule tables:
+    input:
+        analysis_dirs,
+    output:
+        particles=report(
+            "results/tables/particles.tsv",
+            caption="../resources/report/particles.rst",
+            category="Tables",
+        ),
+        samples=report(
+            "results/tables/samples.tsv",
+            caption="../resources/report/samples.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/tables/tables.log",
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    script:
+        "../scripts/tables.py"
+
+
+rule figure_spectrum:
+    input:
+        "results/{sample}/extracted",
+    output:
+        report(
+            "results/figures/{sample}/spectrum.png",
+            caption="../resources/report/spectrum.rst",
+            category="Extraction",
+            subcategory="{sample}",
+        ),
+    log:
+        "logs/figures/{sample}_spectrum.log",
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    script:
+        "../scripts/figure_spectrum.py"
+
+
+rule figure_alignment:
+    input:
+        "results/{sample}/aligned",
+    output:
+        report(
+            "results/figures/{sample}/alignment.png",
+            caption="../resources/report/alignment.rst",
+            category="Alignment",
+            subcategory="{sample}",
+        ),
+    log:
+        "logs/figures/{sample}_alignment.log",
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    script:
+        "../scripts/figure_alignment.py"
+
+
+rule figure_slices:
+    input:
+        "results/{sample}/recon/{method}",
+    output:
+        report(
+            "results/figures/{sample}/slices_{method}.png",
+            caption="../resources/report/slices.rst",
+            category="Reconstructions",
+            subcategory="{sample}",
+            labels={"sample": "{sample}", "method": "{method}"},
+        ),
+    log:
+        "logs/figures/{sample}_slices_{method}.log",
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    script:
+        "../scripts/figure_slices.py"
+
+
+rule figure_thickness:
+    input:
+        recon="results/{sample}/recon/{method}",
+        analysis="results/{sample}/analysis/{method}",
+    output:
+        report(
+            "results/figures/{sample}/thickness_{method}.png",
+            caption="../resources/report/thickness.rst",
+            category="Shell thickness",
+            subcategory="{sample}",
+            labels={"sample": "{sample}", "method": "{method}"},
+        ),
+    log:
+        "logs/figures/{sample}_thickness_{method}.log",
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    script:
+        "../scripts/figure_thickness.py"
+
+
+rule figure_distributions:
+    input:
+        "results/tables/particles.tsv",
+    output:
+        report(
+            "results/figures/thickness_distributions.png",
+            caption="../resources/report/distributions.rst",
+            category="Shell thickness",
+        ),
+    log:
+        "logs/figures/thickness_distributions.log",
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    script:
+        "../scripts/figure_distributions.py"
