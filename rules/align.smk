@@ -5,14 +5,14 @@ rule align:
         directory("results/{sample}/aligned"),
     log:
         "logs/align/{sample}.log",
-    params:
-        options=config["align"],
-        seed=config["seed"],
-        device=config["device"],
     conda:
         "../envs/recon.yaml"
     threads: 2
     resources:
         gpu=device_gpus,
+    params:
+        options=config["align"],
+        seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/align.py"

@@ -5,10 +5,10 @@ rule analyze:
         directory("results/{sample}/analysis/{method}"),
     log:
         "logs/analyze/{sample}_{method}.log",
-    params:
-        options=config["analyze"],
     conda:
         "../envs/cpu.yaml"
     threads: 1
+    params:
+        options=config["analyze"],
     script:
         "../scripts/analyze.py"

@@ -3,10 +3,11 @@ import glob
 
 from edxtomo.config import load_samples, validate_config
 
-
 validate_config(config, workflow.source_path("../config/schemas/config.schema.yaml"))
 SAMPLES = load_samples(
-    config["samples"], workflow.source_path("../config/schemas/samples.schema.yaml"), config
+    config["samples"],
+    workflow.source_path("../config/schemas/samples.schema.yaml"),
+    config,
 )
 RECON_METHODS = config["reconstruct"]["methods"]
 ANALYZE_METHODS = [m for m in config["analyze"]["methods"] if m in RECON_METHODS]
@@ -54,7 +55,9 @@ def device_gpus(wildcards):
 
 
 def analysis_dirs(wildcards):
-    return expand("results/{sample}/analysis/{method}", sample=SAMPLES, method=ANALYZE_METHODS)
+    return expand(
+        "results/{sample}/analysis/{method}", sample=SAMPLES, method=ANALYZE_METHODS
+    )
 
 
 def final_targets():
@@ -63,7 +66,9 @@ def final_targets():
         *expand("results/figures/{sample}/spectrum.png", sample=SAMPLES),
         *expand("results/figures/{sample}/alignment.png", sample=SAMPLES),
         *expand(
-            "results/figures/{sample}/slices_{method}.png", sample=SAMPLES, method=RECON_METHODS
+            "results/figures/{sample}/slices_{method}.png",
+            sample=SAMPLES,
+            method=RECON_METHODS,
         ),
     ]
     if ANALYZE_METHODS:

@@ -5,11 +5,11 @@ rule extract:
         directory("results/{sample}/extracted"),
     log:
         "logs/extract/{sample}.log",
-    params:
-        sample=sample_params,
-        options=config["extract"],
     conda:
         "../envs/cpu.yaml"
     threads: 1
+    params:
+        sample=sample_params,
+        options=config["extract"],
     script:
         "../scripts/extract.py"

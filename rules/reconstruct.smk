@@ -3,19 +3,19 @@ rule reconstruct:
         "results/{sample}/aligned",
     output:
         directory("results/{sample}/recon/{method}"),
-    wildcard_constraints:
-        method="sirt|fbp|tv",
     log:
         "logs/reconstruct/{sample}_{method}.log",
-    params:
-        options=config["reconstruct"],
-        seed=config["seed"],
-        device=config["device"],
+    wildcard_constraints:
+        method="sirt|fbp|tv",
     conda:
         "../envs/recon.yaml"
     threads: 2
     resources:
         gpu=device_gpus,
+    params:
+        options=config["reconstruct"],
+        seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/reconstruct.py"
 
@@ -28,14 +28,14 @@ rule reconstruct_deep:
         directory("results/{sample}/recon/deep"),
     log:
         "logs/reconstruct/{sample}_deep.log",
-    params:
-        options=config["reconstruct"],
-        seed=config["seed"],
-        device=config["device"],
     conda:
         "../envs/gpu.yaml"
     threads: 2
     resources:
         gpu=1,
+    params:
+        options=config["reconstruct"],
+        seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/reconstruct_deep.py"

@@ -5,10 +5,10 @@ rule simulate:
         directory("resources/demo/{specimen}"),
     log:
         "logs/simulate/{specimen}.log",
-    params:
-        seed=specimen_seed,
     conda:
         "../envs/cpu.yaml"
     threads: 1
+    params:
+        seed=specimen_seed,
     script:
         "../scripts/simulate.py"
