@@ -129,3 +129,62 @@ def plot_thickness_distributions(particles: pd.DataFrame, path: str | os.PathLik
     for ax in grid.axes.flat:
         ax.tick_params(axis="x", rotation=30, labelsize=7)
     _save(grid.figure, path)
+
+
+def plot_shell_maps(
+    stacked: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    title: str = "",
+) -> None:
+    """Equal-area thickness maps and solid-angle histograms, per particle and element.
+
+    Parameters
+    ----------
+    stacked : mapping of str to ndarray
+        The arrays of :func:`edxtomo.thickness.stack_shell_maps` (as saved in
+        ``thickness_maps.npz``): ``particle`` (n_particle,), ``element`` (n_element,) and
+        ``thickness_nm`` (n_particle, n_element, n_theta, n_phi).
+    path : path-like
+        Output PNG.
+    title : str
+        Figure title.
+    """
+    from edxtomo.thickness import sinusoidal_projection, thickness_histogram
+
+    particles, elements = list(stacked["particle"]), list(stacked["element"])
+    thickness_nm = np.asarray(stacked["thickness_nm"])
+    if not particles:
+        fig, ax = plt.subplots(figsize=(6, 2))
+        ax.text(0.5, 0.5, "no particles were segmented", ha="center", va="center")
+        ax.set_axis_off()
+        _save(fig, path)
+        return
+    fig, axes = plt.subplots(
+        len(particles), len(elements) + 1, squeeze=False,
+        figsize=(2.6 * (len(elements) + 1), 1.7 * len(particles) + 0.6),
+    )
+    top = float(np.nanmax(thickness_nm)) if np.any(thickness_nm > 0) else 1.0
+    edges_nm = np.linspace(0, top, 31)
+    for row, particle in enumerate(particles):
+        hist_ax = axes[row, -1]
+        for col, element in enumerate(elements):
+            ax = axes[row, col]
+            ax.set_title(f"particle {particle}, {element}", fontsize=8)
+            ax.set_axis_off()
+            shell = thickness_nm[row, col]
+            if not np.all(np.isfinite(shell)):
+                continue
+            image, theta_deg, x_deg = sinusoidal_projection(shell)
+            shown = ax.imshow(np.where(image > 0, image, np.nan), origin="lower", cmap="viridis",
+                              vmin=0, vmax=top, aspect="auto",
+                              extent=(x_deg[0], x_deg[-1], theta_deg[0], theta_deg[-1]))
+            fraction, _ = thickness_histogram(shell, edges_nm)
+            hist_ax.step(edges_nm[:-1], fraction, where="post", label=element)
+        hist_ax.set_xlabel("thickness (nm)", fontsize=8)
+        hist_ax.set_ylabel("solid-angle fraction", fontsize=8)
+        hist_ax.tick_params(labelsize=7)
+    axes[0, -1].legend(fontsize=7)
+    fig.colorbar(shown, ax=axes[:, :-1], shrink=0.8, label="thickness (nm)")
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)

@@ -77,8 +77,9 @@ def final_targets():
             "results/tables/samples.tsv",
             "results/figures/thickness_distributions.png",
             *expand(
-                "results/figures/{sample}/thickness_{method}.png",
+                "results/figures/{sample}/{figure}_{method}.png",
                 sample=SAMPLES,
+                figure=["thickness", "segmentation"],
                 method=ANALYZE_METHODS,
             ),
         ]

@@ -17,6 +17,8 @@ rule tables:
     conda:
         "../envs/cpu.yaml"
     threads: 1
+    params:
+        keys=ANALYSIS_KEYS,
     script:
         "../scripts/tables.py"
 
@@ -79,17 +81,41 @@ rule figure_slices:
         "../scripts/figure_slices.py"
 
 
-rule figure_thickness:
+rule figure_segmentation:
     input:
         recon="results/{sample}/recon/{method}",
         analysis="results/{sample}/analysis/{method}",
+    output:
+        report(
+            "results/figures/{sample}/segmentation_{method}.png",
+            caption="../resources/report/segmentation.rst",
+            category="Shell thickness",
+            subcategory="{sample}",
+            labels={
+                "sample": "{sample}",
+                "method": "{method}",
+                "figure": "segmentation",
+            },
+        ),
+    log:
+        "logs/figures/{sample}_segmentation_{method}.log",
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    script:
+        "../scripts/figure_segmentation.py"
+
+
+rule figure_thickness:
+    input:
+        "results/{sample}/analysis/{method}",
     output:
         report(
             "results/figures/{sample}/thickness_{method}.png",
             caption="../resources/report/thickness.rst",
             category="Shell thickness",
             subcategory="{sample}",
-            labels={"sample": "{sample}", "method": "{method}"},
+            labels={"sample": "{sample}", "method": "{method}", "figure": "thickness"},
         ),
     log:
         "logs/figures/{sample}_thickness_{method}.log",
