@@ -54,10 +54,12 @@ def device_gpus(wildcards):
     return int(config["device"] == "cuda")
 
 
+ANALYSIS_KEYS = [(sample, method) for sample in SAMPLES for method in ANALYZE_METHODS]
+
+
 def analysis_dirs(wildcards):
-    return expand(
-        "results/{sample}/analysis/{method}", sample=SAMPLES, method=ANALYZE_METHODS
-    )
+    """Analysis folders of every sample and method, in ANALYSIS_KEYS order."""
+    return [f"results/{sample}/analysis/{method}" for sample, method in ANALYSIS_KEYS]
 
 
 def final_targets():

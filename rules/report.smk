@@ -18,7 +18,7 @@ rule tables:
         "../envs/cpu.yaml"
     threads: 1
     params:
-        keys=ANALYSIS_KEYS,
+        sample_methods=ANALYSIS_KEYS,
     script:
         "../scripts/tables.py"
 
