@@ -113,10 +113,7 @@ def plot_thickness_distributions(particles: pd.DataFrame, path: str | os.PathLik
 
     usable = particles[np.isfinite(particles["thickness_mean_nm"])]
     if usable.empty:
-        fig, ax = plt.subplots(figsize=(6, 2))
-        ax.text(0.5, 0.5, "no particle with a measurable shell", ha="center", va="center")
-        ax.set_axis_off()
-        _save(fig, path)
+        plot_no_data(path, "no particle with a measurable shell")
         return
     usable = usable.assign(group=usable["sample"] + " / " + usable["method"])
     grid = sns.catplot(
@@ -154,10 +151,7 @@ def plot_shell_maps(
     particles, elements = list(stacked["particle"]), list(stacked["element"])
     thickness_nm = np.asarray(stacked["thickness_nm"])
     if not particles:
-        fig, ax = plt.subplots(figsize=(6, 2))
-        ax.text(0.5, 0.5, "no particles were segmented", ha="center", va="center")
-        ax.set_axis_off()
-        _save(fig, path)
+        plot_no_data(path, "no particles were segmented")
         return
     fig, axes = plt.subplots(
         len(particles), len(elements) + 1, squeeze=False,
@@ -187,4 +181,55 @@ def plot_shell_maps(
     fig.colorbar(shown, ax=axes[:, :-1], shrink=0.8, label="thickness (nm)")
     if title:
         fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_spectrum(spectrum: pd.DataFrame, windows: pd.DataFrame, path: str | os.PathLike,
+                  title: str = "") -> None:
+    """Summed spectrum with each element's integration and background windows.
+
+    Parameters
+    ----------
+    spectrum : DataFrame
+        ``energy_keV`` and ``counts`` (and optionally ``model_counts``), as written to
+        ``extracted/spectrum.tsv``.
+    windows : DataFrame
+        ``element, line, line_energy_keV, kind, low_keV, high_keV``, as written to
+        ``extracted/windows.tsv``; ``kind`` is ``integration`` or ``background``.
+    path : path-like
+        Output PNG.
+    title : str
+        Figure title.
+    """
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.semilogy(spectrum["energy_keV"], np.maximum(spectrum["counts"], 0.5), color="k", lw=0.7,
+                label="summed counts")
+    if "model_counts" in spectrum:
+        ax.semilogy(spectrum["energy_keV"], spectrum["model_counts"], color="tab:red", lw=0.7,
+                    label="EDS model")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (element, rows) in enumerate(windows.groupby("element", sort=False)):
+        colour = colours[index % len(colours)]
+        for row in rows.itertuples():
+            integration = row.kind == "integration"
+            ax.axvspan(row.low_keV, row.high_keV, color=colour, alpha=0.3 if integration else 0.12,
+                       hatch=None if integration else "//", lw=0,
+                       label=f"{element} {row.line}" if integration else None)
+        line_energy = rows["line_energy_keV"].iloc[0]
+        ax.annotate(rows["line"].iloc[0], (line_energy, 1), xycoords=("data", "axes fraction"),
+                    ha="center", va="bottom", fontsize=7, color=colour, rotation=90)
+    ax.set_xlabel("energy (keV)")
+    ax.set_ylabel("counts per channel")
+    ax.set_xlim(0, float(spectrum["energy_keV"].max()))
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    if title:
+        ax.set_title(title, pad=24)
+    _save(fig, path)
+
+
+def plot_no_data(path: str | os.PathLike, message: str) -> None:
+    """A placeholder figure that says why there is nothing to show."""
+    fig, ax = plt.subplots(figsize=(6, 1.5))
+    ax.text(0.5, 0.5, message, ha="center", va="center")
+    ax.set_axis_off()
     _save(fig, path)

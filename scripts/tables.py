@@ -10,7 +10,8 @@ from edxtomo.thickness import summarize_samples
 
 with rule_context(snakemake.log[0], snakemake.threads) as log:
     frames = []
-    for (sample, method), folder in zip(snakemake.params.sample_methods, snakemake.input, strict=True):
+    keys = snakemake.params.sample_methods
+    for (sample, method), folder in zip(keys, snakemake.input, strict=True):
         rows = pd.read_csv(Path(folder) / "thickness.tsv", sep="\t")
         frames.append(rows.assign(sample=sample, method=method))
     particles = pd.concat(frames, ignore_index=True)
