@@ -145,19 +145,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def _tilt_axis(angles_deg: np.ndarray) -> dict[str, Any]:
-    """HyperSpy axis dictionary for the tilt axis: uniform when the steps are equal."""
+    """HyperSpy axis dictionary for the tilt axis.
+
+    The axis is uniform (first angle, mean step), as ``etspy`` expects; for unevenly spaced
+    tilts the exact angles are those of ``metadata.Tomography.tilts``.
+    """
     angles_deg = np.asarray(angles_deg, dtype=float)
-    steps = np.diff(angles_deg)
-    if angles_deg.size > 1 and np.allclose(steps, steps[0], rtol=0, atol=1e-6):
-        return {
-            "name": TILT_AXIS_NAME,
-            "units": "degrees",
-            "size": angles_deg.size,
-            "offset": float(angles_deg[0]),
-            "scale": float(steps[0]),
-            "navigate": True,
-        }
-    return {"name": TILT_AXIS_NAME, "units": "degrees", "axis": angles_deg, "navigate": True}
+    step = float(np.diff(angles_deg).mean()) if angles_deg.size > 1 else 1.0
+    return {"name": TILT_AXIS_NAME, "units": "degrees", "size": angles_deg.size,
+            "offset": float(angles_deg[0]), "scale": step, "navigate": True}
 
 
 def _spatial_axes(shape_yx: tuple[int, int], pixel_size_nm: float) -> list[dict[str, Any]]:
@@ -212,9 +208,7 @@ def write_stack(
                        "cropped": False},
         "edxtomo": dict(provenance or {}),
     }
-    signal = hs.signals.Signal2D(data, axes=axes, metadata=metadata)
-    with atomic_path(path) as tmp:
-        signal.save(tmp, overwrite=True)
+    _save_hspy(hs.signals.Signal2D(data, axes=axes, metadata=metadata), path)
 
 
 def read_stack(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, float, dict[str, Any]]:
@@ -355,9 +349,83 @@ def write_volume(
     signal = hs.signals.Signal2D(
         volume, axes=axes, metadata={"General": {"title": title}, "edxtomo": dict(metadata or {})}
     )
-    with atomic_path(hspy_path) as tmp:
-        signal.save(tmp, overwrite=True)
+    _save_hspy(signal, hspy_path)
     return tif_path, hspy_path
+
+
+def write_labels(path: str | os.PathLike, labels: np.ndarray, voxel_size_nm: float) -> Path:
+    """Write a label volume as a uint16 ImageJ TIFF with the voxel size in nm.
+
+    ImageJ TIFF holds no 32-bit integers; 65,535 labels are far more particles than one
+    field of view shows.
+
+    Parameters
+    ----------
+    path : path-like
+        Output ``.tif``.
+    labels : ndarray of int, shape (nz, ny, nx)
+        0 for background, 1..N for the objects, N < 65536.
+    voxel_size_nm : float
+    """
+    import tifffile
+
+    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.uint16).max):
+        raise ValueError(f"labels must lie in [0, 65535], got [{labels.min()}, {labels.max()}]")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, np.ascontiguousarray(labels, dtype=np.uint16), imagej=True,
+                         resolution=(1.0 / voxel_size_nm, 1.0 / voxel_size_nm),
+                         metadata={"spacing": voxel_size_nm, "unit": "nm", "axes": "ZYX"})
+    return path
+
+
+def read_volume_folder(directory: str | os.PathLike) -> tuple[dict[str, np.ndarray], float]:
+    """Read every ``{channel}.tif`` volume of a reconstruction folder.
+
+    Returns
+    -------
+    volumes : dict of str to ndarray, each (nz, ny, nx) float32
+        By channel name, HAADF first, then the elements in name order.
+    voxel_size_nm : float
+
+    Raises
+    ------
+    EdxtomoInputError
+        No volume in the folder, or volumes whose shapes or voxel sizes differ.
+    """
+    directory = Path(directory)
+    paths = sorted(directory.glob("*.tif"), key=lambda p: (p.stem != HAADF, p.stem))
+    if not paths:
+        raise EdxtomoInputError(f"{directory}: no volumes (*.tif) found")
+    volumes, voxel_sizes = {}, {}
+    for path in paths:
+        volumes[path.stem], voxel_sizes[path.stem] = read_volume(path)
+    first = paths[0].stem
+    for name, volume in volumes.items():
+        if volume.shape != volumes[first].shape or not np.isclose(voxel_sizes[name],
+                                                                  voxel_sizes[first]):
+            raise EdxtomoInputError(
+                f"{directory / name}.tif: shape {volume.shape} and voxel size "
+                f"{voxel_sizes[name]} nm differ from {first}.tif ({volumes[first].shape}, "
+                f"{voxel_sizes[first]} nm)"
+            )
+    return volumes, voxel_sizes[first]
+
+
+def _save_hspy(signal, path: str | os.PathLike) -> None:
+    """Save ``signal`` as ``.hspy`` without HyperSpy's save timestamp.
+
+    ``Signal.save`` stamps the wall-clock time into the metadata, so two identical runs
+    would give different bytes; writing through RosettaSciIO's hspy writer keeps the file a
+    function of its content alone.
+    """
+    from hyperspy.misc.utils import get_object_package_info
+    from rsciio.hspy import file_writer
+
+    signal_dict = signal._to_dictionary(add_models=True)
+    signal_dict["package_info"] = get_object_package_info(signal)
+    with atomic_path(path) as tmp:
+        file_writer(str(tmp), signal_dict, show_progressbar=False)
 
 
 def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, float]:
@@ -374,6 +442,8 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, float]:
 
         try:
             with tifffile.TiffFile(path) as tif:
+                if not tif.pages:
+                    raise ValueError("no image in the file")
                 volume = tif.asarray()
                 spacing = (tif.imagej_metadata or {}).get("spacing")
         except Exception as exc:  # tifffile raises several types for broken files

@@ -23,6 +23,7 @@ with rule_context(snakemake.log[0], snakemake.threads) as log:
             lines=options["lines"],
             integration_fwhm=options["integration_fwhm"],
             background=options["background"],
+            background_sigma_px=options["background_sigma_px"],
             method=options["method"],
             keep_frames=options["keep_frames"],
             angles_deg=angles_deg,
