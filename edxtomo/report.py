@@ -233,3 +233,63 @@ def plot_no_data(path: str | os.PathLike, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center")
     ax.set_axis_off()
     _save(fig, path)
+
+
+def plot_alignment(diagnostics: Mapping[str, np.ndarray], transforms: pd.DataFrame,
+                   path: str | os.PathLike, title: str = "") -> None:
+    """Sinograms before and after alignment, per-tilt shifts and matching residuals.
+
+    Parameters
+    ----------
+    diagnostics : mapping
+        From :func:`edxtomo.align.align_series`: ``sinogram_before`` and
+        ``sinogram_after`` (n_tilt, nx), ``angles_deg`` (n_tilt,), ``pm_residual``
+        (n_iter, n_tilt), ``reference`` and ``sinogram_row``.
+    transforms : DataFrame
+        ``transforms.tsv``: ``angle_deg``, ``shift_x_px``, ``shift_y_px``,
+        ``axis_rotation_deg``, ``axis_offset_px``, ``registered``.
+    path : path-like
+        Output PNG.
+    title : str
+        Figure title.
+    """
+    angles = np.asarray(diagnostics["angles_deg"])
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for ax, key, label in ((axes[0, 0], "sinogram_before", "before"),
+                           (axes[0, 1], "sinogram_after", "after")):
+        sinogram = np.asarray(diagnostics[key])
+        low, high = _display_range(sinogram)
+        ax.imshow(sinogram, aspect="auto", cmap="gray", vmin=low, vmax=high,
+                  extent=(0, sinogram.shape[1], angles[-1], angles[0]))
+        ax.set_title(f"sinogram {label} (row {int(diagnostics['sinogram_row'])}, "
+                     f"{diagnostics['reference']})", fontsize=9)
+        ax.set_xlabel("x (px)")
+        ax.set_ylabel("tilt (deg)")
+    bad = ~transforms["registered"].to_numpy(bool)
+    shifts = axes[1, 0]
+    shifts.plot(transforms["angle_deg"], transforms["shift_x_px"], "o-", label="shift x")
+    shifts.plot(transforms["angle_deg"], transforms["shift_y_px"], "s-", label="shift y")
+    shifts.plot(transforms["angle_deg"][bad], transforms["shift_x_px"][bad], "x", color="red",
+                ms=10, label="not registered")
+    shifts.set_xlabel("tilt (deg)")
+    shifts.set_ylabel("drift (px)")
+    shifts.set_title(f"axis rotation {transforms['axis_rotation_deg'].iloc[0]:.2f} deg, "
+                     f"offset {transforms['axis_offset_px'].iloc[0]:.2f} px", fontsize=9)
+    shifts.legend(fontsize=7)
+    residual = np.asarray(diagnostics["pm_residual"])
+    matching = axes[1, 1]
+    if residual.size:
+        for iteration in (0, len(residual) - 1):
+            matching.plot(angles, residual[iteration], "o-",
+                          label=f"iteration {iteration + 1}")
+        matching.legend(fontsize=7)
+    else:
+        matching.text(0.5, 0.5, "no projection matching", ha="center", va="center",
+                      transform=matching.transAxes)
+    matching.set_xlabel("tilt (deg)")
+    matching.set_ylabel("reprojection residual")
+    matching.set_title("projection matching", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
