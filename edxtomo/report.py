@@ -40,16 +40,28 @@ def _display_range(image: np.ndarray) -> tuple[float, float]:
     return low, high if high > low else low + 1.0
 
 
-def central_slices(volume: np.ndarray) -> dict[str, np.ndarray]:
-    """The three orthogonal slices through the centre of a ``(nz, ny, nx)`` volume.
+def densest_planes(volumes: Mapping[str, np.ndarray]) -> tuple[int, int, int]:
+    """The (z, y, x) planes with the most signal, summed over the normalised channels.
+
+    Slices through the geometric centre of a field of particles often miss them all; the
+    planes with the most signal cut through the particles.
+    """
+    total = sum(np.clip(v, 0, None) / max(float(np.percentile(v, 99.9)), 1e-12)
+                for v in volumes.values())
+    return tuple(int(np.argmax(total.sum(axis=tuple(a for a in range(3) if a != axis))))
+                 for axis in range(3))
+
+
+def orthogonal_slices(volume: np.ndarray, planes: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """The three orthogonal slices of a ``(nz, ny, nx)`` volume through ``planes`` (z, y, x).
 
     Returns
     -------
     dict
         ``"xy"`` ``(ny, nx)``, ``"xz"`` ``(nz, nx)``, ``"yz"`` ``(nz, ny)``.
     """
-    nz, ny, nx = volume.shape
-    return {"xy": volume[nz // 2], "xz": volume[:, ny // 2, :], "yz": volume[:, :, nx // 2]}
+    z, y, x = planes
+    return {"xy": volume[z], "xz": volume[:, y, :], "yz": volume[:, :, x]}
 
 
 def plot_orthoslices(
@@ -75,10 +87,11 @@ def plot_orthoslices(
         Label volume whose boundaries are drawn on every slice.
     """
     names = list(volumes)
+    planes = densest_planes(volumes)
     fig, axes = plt.subplots(len(names), 3, figsize=(9, 3 * len(names)), squeeze=False)
-    label_slices = central_slices(outlines) if outlines is not None else None
+    label_slices = orthogonal_slices(outlines, planes) if outlines is not None else None
     for row, name in enumerate(names):
-        slices = central_slices(volumes[name])
+        slices = orthogonal_slices(volumes[name], planes)
         low, high = _display_range(volumes[name])
         for col, (plane, image) in enumerate(slices.items()):
             ax = axes[row, col]
@@ -93,7 +106,7 @@ def plot_orthoslices(
             ax.set_ylabel(f"{plane[1]} (nm)" if plane == "xy" else "z (nm)", fontsize=8)
             ax.tick_params(labelsize=7)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(f"{title} (planes z={planes[0]}, y={planes[1]}, x={planes[2]})", y=1.0)
     fig.tight_layout()
     _save(fig, path)
 
