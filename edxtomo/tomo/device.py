@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 
-import psutil
 import torch
 
 from edxtomo.io import EdxtomoInputError
@@ -41,7 +42,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if kind == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        log.warning("device 'auto': no CUDA GPU visible, running on the CPU")
+        _warn_cpu_fallback()
         return torch.device("cpu")
     if kind == "cuda":
         if not torch.cuda.is_available():
@@ -58,9 +59,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+@functools.cache
+def _warn_cpu_fallback() -> None:
+    # Once per process: projectors are built many times inside training loops.
+    log.warning("device 'auto': no CUDA GPU visible, running on the CPU")
+
+
 def available_bytes(device: torch.device) -> int:
     """Memory free for new arrays on ``device`` (host RAM for the CPU), in bytes."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
+    try:
+        import psutil
+    except ImportError:  # free pages only: an underestimate that ignores reclaimable cache
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     return int(psutil.virtual_memory().available)
