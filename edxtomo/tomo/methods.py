@@ -51,6 +51,7 @@ def reconstruct_series(
     method: str,
     options: Mapping[str, Any],
     device: str = "auto",
+    workers: int = 1,
 ) -> dict[str, np.ndarray]:
     """Reconstruct every channel of an aligned tilt series with one classical method.
 
@@ -60,9 +61,11 @@ def reconstruct_series(
         Aligned series; frames, when kept, are summed.
     method : {"sirt", "fbp", "tv"}
     options : mapping
-        The ``reconstruct`` section of the configuration: ``backend``, ``nz`` and the
-        ``sirt``, ``fbp`` and ``tv`` sub-sections.
+        The ``reconstruct`` section of the configuration: ``backend``, ``nz``,
+        ``chunk_slices`` and the ``sirt``, ``fbp`` and ``tv`` sub-sections.
     device : {"auto", "cpu", "cuda"}
+    workers : int
+        Processes of the slice-by-slice ASTRA CPU backend.
 
     Returns
     -------
@@ -74,10 +77,11 @@ def reconstruct_series(
     if method in ("sirt", "fbp"):
         projections = np.stack([series.net_counts(name) for name in names])
         common = {"backend": options["backend"], "device": device, "nz": nz,
-                  "prefilter": options[method]["prefilter"]}
+                  "prefilter": options[method]["prefilter"],
+                  "chunk_slices": options.get("chunk_slices")}
         if method == "sirt":
             volumes = sirt(projections, series.angles_deg,
-                           iterations=options["sirt"]["iterations"], **common)
+                           iterations=options["sirt"]["iterations"], workers=workers, **common)
         else:
             volumes = fbp(projections, series.angles_deg, filter=options["fbp"]["filter"],
                           **common)
