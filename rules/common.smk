@@ -54,6 +54,12 @@ def device_gpus(wildcards):
     return int(config["device"] == "cuda")
 
 
+def deep_checkpoints(wildcards):
+    """Folder of the deep job's training checkpoints: outside its output, so that an
+    interrupted job resumes instead of starting over (delete it to start over)."""
+    return f"results/{wildcards.sample}/.checkpoints/deep"
+
+
 ANALYSIS_KEYS = [(sample, method) for sample in SAMPLES for method in ANALYZE_METHODS]
 
 

@@ -37,5 +37,6 @@ rule reconstruct_deep:
         options=config["reconstruct"],
         seed=config["seed"],
         device=config["device"],
+        checkpoints=deep_checkpoints,
     script:
         "../scripts/reconstruct_deep.py"
