@@ -26,8 +26,15 @@ def snakemake(*args: str, cwd: Path = REPO_ROOT, timeout: int = 600) -> subproce
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
-def test_dry_run_plans_the_demo():
-    result = snakemake("-n", "--cores", "2")
+def fresh_workdir(path: Path) -> Path:
+    """A working directory holding what a fresh clone has: the config and the presets."""
+    shutil.copytree(REPO_ROOT / "config", path / "config")
+    shutil.copytree(REPO_ROOT / "resources" / "specimens", path / "resources" / "specimens")
+    return path
+
+
+def test_dry_run_plans_the_demo(tmp_path):
+    result = snakemake("-n", "--cores", "2", cwd=fresh_workdir(tmp_path))
     assert result.returncode == 0, result.stderr + result.stdout
     plan = result.stdout
     for rule in ("simulate", "extract", "align", "reconstruct", "reconstruct_deep", "analyze",
@@ -35,9 +42,10 @@ def test_dry_run_plans_the_demo():
         assert f"rule {rule}:" in plan or f" {rule} " in plan, f"{rule} missing from the plan"
 
 
-def test_dry_run_with_slurm_profile():
+def test_dry_run_with_slurm_profile(tmp_path):
     pytest.importorskip("snakemake_executor_plugin_slurm")
-    result = snakemake("-n", "--profile", str(REPO_ROOT / "profiles" / "slurm"))
+    result = snakemake("-n", "--profile", str(REPO_ROOT / "profiles" / "slurm"),
+                       cwd=fresh_workdir(tmp_path))
     assert result.returncode == 0, result.stderr + result.stdout
     assert "reconstruct_deep" in result.stdout
 
@@ -72,9 +80,7 @@ def test_sample_row_pointing_at_no_file_stops_the_run(tmp_path):
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """The demo workflow, run for real end to end in a fresh working directory."""
-    workdir = tmp_path_factory.mktemp("demo")
-    shutil.copytree(REPO_ROOT / "config", workdir / "config")
-    shutil.copytree(REPO_ROOT / "resources" / "specimens", workdir / "resources" / "specimens")
+    workdir = fresh_workdir(tmp_path_factory.mktemp("demo"))
     result = snakemake("--cores", "2", cwd=workdir, timeout=1800)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return workdir
