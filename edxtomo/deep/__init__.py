@@ -1,0 +1,42 @@
+"""Unsupervised deep STEM-EDX tomography (after Han et al., Nat. Mach. Intell. 3, 267, 2021).
+
+The pipeline, trained on the measurement alone:
+
+a. :func:`denoise_projections` -- self-supervised denoising of the raw, unaligned element
+   maps (frame or binomial count splitting, Noise2Noise with a Poisson loss; a
+   Neighbor2Neighbor scheme for float maps), guided by the HAADF and the other elements;
+b. model-based sparse-view reconstruction of the denoised, aligned projections
+   (TV-KL on the denoised counts, or least squares + l1/TV as in the paper);
+c. view enrichment (:func:`enrich_views`): a net maps reprojections at the measured angles
+   onto the measurement and is applied at dense angles;
+d. a final reconstruction (TV, SIRT or FBP) from the enriched views.
+
+The workflow applies the alignment between a and b; :func:`reconstruct_deep` runs b-d.
+"""
+
+from edxtomo.deep.denoise import (
+    DenoiseOptions,
+    DenoiseResult,
+    choose_scheme,
+    denoise_projections,
+    is_counts,
+)
+from edxtomo.deep.enrich import EnrichOptions, dense_angles, enrich_views
+from edxtomo.deep.pipeline import DeepResult, FinalOptions, MbirOptions, reconstruct_deep
+from edxtomo.deep.training import TrainingDivergedError
+
+__all__ = [
+    "DeepResult",
+    "DenoiseOptions",
+    "DenoiseResult",
+    "EnrichOptions",
+    "FinalOptions",
+    "MbirOptions",
+    "TrainingDivergedError",
+    "choose_scheme",
+    "dense_angles",
+    "denoise_projections",
+    "enrich_views",
+    "is_counts",
+    "reconstruct_deep",
+]

@@ -1,0 +1,122 @@
+"""A small 2D U-Net for projection images.
+
+Two pooling levels of 3x3 convolutions (no normalisation layers: the batches are a handful
+of tilts, and batch statistics would make training and inference differ). The receptive
+field of a depth-2 net is about 40 px, several particle diameters at the demo scale, which
+is what the denoiser needs to pool counts over a particle; deeper nets did not help on
+64-256 px projections and cost CPU time. The last 1x1 convolution starts at zero, so a
+residual net starts as the identity.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+
+class _ConvBlock(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+            nn.LeakyReLU(0.1),
+        )
+
+
+class UNet(nn.Module):
+    """U-Net mapping ``(batch, in_channels, ny, nx)`` to ``(batch, out_channels, ny, nx)``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    width : int
+        Feature maps at full resolution; doubled at each level.
+    depth : int
+        Number of 2x2 max-pooling levels. Inputs are reflect-padded to a multiple of
+        ``2**depth`` and cropped back, so any image size works.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, width: int = 32,
+                 depth: int = 2) -> None:
+        super().__init__()
+        self.depth = depth
+        widths = [width * 2**level for level in range(depth + 1)]
+        self.down = nn.ModuleList()
+        channels = in_channels
+        for w in widths:
+            self.down.append(_ConvBlock(channels, w))
+            channels = w
+        self.up = nn.ModuleList(
+            _ConvBlock(widths[level + 1] + widths[level], widths[level])
+            for level in reversed(range(depth))
+        )
+        self.head = nn.Conv2d(widths[0], out_channels, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ny, nx = x.shape[-2:]
+        multiple = 2**self.depth
+        pad_y, pad_x = -ny % multiple, -nx % multiple
+        if pad_y or pad_x:
+            x = functional.pad(x, (0, pad_x, 0, pad_y), mode="reflect")
+        skips = []
+        for level, block in enumerate(self.down):
+            if level:
+                x = functional.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        skips.pop()
+        for block in self.up:
+            skip = skips.pop()
+            x = functional.interpolate(x, size=skip.shape[-2:], mode="nearest")
+            x = block(torch.cat([x, skip], dim=1))
+        return self.head(x)[..., :ny, :nx]
+
+
+class DenoiserNet(nn.Module):
+    """U-Net denoiser of element maps: the first ``n_elements`` input channels are the maps.
+
+    The net predicts a correction to a fixed smoothing of its input, so that training
+    starts from a sensible denoiser instead of a constant (fewer steps on the CPU):
+
+    * counts: the output is a rate, ``softplus(unet(x) + softplus^-1(gauss(maps)))``,
+      positive, and equal to the Gaussian-smoothed maps while the head is zero;
+    * floats: the output is ``maps + unet(x)``, the identity at the start.
+
+    Parameters
+    ----------
+    n_elements, n_extra : int
+        Element maps and extra guiding channels (HAADF) in the input.
+    width, depth : int
+        U-Net size.
+    counts : bool
+        Rates of counts (True) or signed float maps (False).
+    sigma_px : float
+        Standard deviation of the Gaussian starting point, in pixels.
+    """
+
+    def __init__(self, n_elements: int, n_extra: int, width: int = 24, depth: int = 2,
+                 counts: bool = True, sigma_px: float = 1.5) -> None:
+        super().__init__()
+        self.n_elements, self.counts = n_elements, counts
+        self.unet = UNet(n_elements + n_extra, n_elements, width, depth)
+        radius = max(int(3 * sigma_px + 0.5), 1)
+        taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1.0) / sigma_px) ** 2)
+        self.register_buffer("taps", taps / taps.sum(), persistent=False)
+
+    def smooth(self, maps: torch.Tensor) -> torch.Tensor:
+        """Separable Gaussian filter of every channel, edges reflected."""
+        c, r = maps.shape[1], self.taps.numel() // 2
+        x = functional.pad(maps, (r, r, r, r), mode="reflect")
+        x = functional.conv2d(x, self.taps.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        return functional.conv2d(x, self.taps.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = x[:, : self.n_elements]
+        if not self.counts:
+            return maps + self.unet(x)
+        start = self.smooth(maps).clamp_min(1e-3)
+        return functional.softplus(self.unet(x) + torch.log(torch.expm1(start)))
