@@ -47,6 +47,7 @@ log = logging.getLogger("bench.quality")
 
 PRESET = Path(__file__).resolve().parents[1] / "resources" / "specimens" / "qd_demo.yaml"
 ELEMENTS = ["In", "P", "Zn", "Se", "S"]
+GROUPS = ("classical", "deep", "reference")
 Z = {"In": 49, "P": 15, "Zn": 30, "Se": 34, "S": 16}
 
 
@@ -94,7 +95,8 @@ def _tuned(candidates: dict, truth, region) -> tuple[dict, dict]:
     return best, chosen
 
 
-def run_case(size: int, seed: int, n_tilts: int, counts: float, device: str) -> list[dict]:
+def run_case(size: int, seed: int, n_tilts: int, counts: float, device: str,
+             groups: tuple[str, ...] = GROUPS) -> list[dict]:
     angles = np.linspace(-60, 60, n_tilts)
     series, truth, expected = make_specimen(size, seed, angles, counts)
     region = particle_region(truth)
@@ -112,6 +114,16 @@ def run_case(size: int, seed: int, n_tilts: int, counts: float, device: str) -> 
         log.info("%s tilts=%d seed=%d %-26s %s (%.0f s)", size, n_tilts, seed, method,
                  " ".join(f"{e}:{p:.2f}" for e, (p, _) in scores.items()), seconds)
 
+    if "classical" in groups:
+        _classical(angles, net, gross, background, truth, region, device, add)
+    if "deep" in groups:
+        _deep(series, angles, truth, region, seed, device, add)
+    if "reference" in groups:
+        _reference(expected, angles, truth, region, device, add)
+    return rows
+
+
+def _classical(angles, net, gross, background, truth, region, device, add) -> None:
     def sirt_grid(data, iterations, **kwargs):
         return {it: sirt(data, angles, iterations=it, device=device, progress=False, **kwargs)
                 for it in iterations}
@@ -133,6 +145,8 @@ def run_case(size: int, seed: int, n_tilts: int, counts: float, device: str) -> 
     scores, chosen = _tuned(tv, truth, region)
     add("TV-KL", scores, time.perf_counter() - t, chosen)
 
+
+def _deep(series, angles, truth, region, seed, device, add) -> None:
     t = time.perf_counter()
     denoised = denoise_projections(series, seed=seed, device=device, progress=False)
     t_denoise = time.perf_counter() - t
@@ -149,6 +163,9 @@ def run_case(size: int, seed: int, n_tilts: int, counts: float, device: str) -> 
     add("deep b: denoise+MBIR", _scores(mbir, truth, region), np.nan)
     add("deep (a+b+c+d)", _scores(np.stack([result.volumes[e] for e in ELEMENTS]), truth,
                                   region), t_denoise + t_rest)
+
+
+def _reference(expected, angles, truth, region, device, add) -> None:
     t = time.perf_counter()
     clean_mbir = mbir_l2(expected, angles, weight=MbirOptions().weights(ELEMENTS),
                          device=device, progress=False)
@@ -157,7 +174,6 @@ def run_case(size: int, seed: int, n_tilts: int, counts: float, device: str) -> 
     add("SIRT noise-free (300 it.)",
         _scores(sirt(expected, angles, iterations=300, device=device, progress=False), truth,
                 region), time.perf_counter() - t)
-    return rows
 
 
 def summarise(table: pd.DataFrame) -> str:
@@ -194,6 +210,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=None, help="TSV of every score")
+    parser.add_argument("--rows", nargs="+", choices=GROUPS, default=list(GROUPS),
+                        help="which groups of rows to compute")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("edxtomo").setLevel(logging.WARNING)
@@ -202,7 +220,8 @@ def main() -> None:
     rows = []
     for n_tilts in args.tilts:
         for seed in args.seeds:
-            rows += run_case(args.size, seed, n_tilts, args.counts, args.device)
+            rows += run_case(args.size, seed, n_tilts, args.counts, args.device,
+                             tuple(args.rows))
             table = pd.DataFrame(rows)
             if args.out:
                 table.to_csv(args.out, sep="\t", index=False, float_format="%.4f")

@@ -286,12 +286,13 @@ def test_deep_beats_tv_kl_at_real_dose():
                progress=False)
     margin = {element: psnr(result.volumes[element], truth[i], region)
               - psnr(tv[i], truth[i], region) for i, element in enumerate(ELEMENTS)}
-    # Measured on seeds 5-7: the shells gain 3.4-4.2 dB (sd 0.3 dB), so 2 dB holds with a
-    # margin of over 4 sd. The core is a uniform ball, TV's ideal case: 3D TV pools its
-    # counts over all tilts at once, while the 2D denoiser sees one view at a time; there
-    # the two are level (measured -0.9 to -0.2 dB), and a 1 dB loss would be a regression.
-    assert margin["Se"] > 2.0 and margin["S"] > 2.0, margin
-    assert margin["In"] > -1.0, margin
+    # Measured on the specimens of seeds 5-7 with these settings: the shells gain 2.5 to
+    # 3.8 dB (mean 3.3, sd 0.5), so 1.5 dB lies over 3 sd below. The core is a uniform
+    # ball, TV's ideal case: 3D TV pools its counts over all tilts at once, while the 2D
+    # denoiser sees one view at a time; there the two are level (-0.8 to -0.2 dB, mean
+    # -0.4, sd 0.4), and a loss beyond 1.5 dB would be a regression.
+    assert margin["Se"] > 1.5 and margin["S"] > 1.5, margin
+    assert margin["In"] > -1.5, margin
 
 
 @pytest.mark.slow
@@ -304,14 +305,15 @@ def test_frame_splitting_denoises_a_real_acquisition():
     series = TiltSeries(train | {"HAADF": haadf[None, :7].mean(axis=1)}, [0.0], 1.0)
     result = denoise_projections(
         series, seed=0, device="cpu", progress=False,
-        options={"steps": 150, "width": 8, "batch_size": 1, "patch_px": 64,
+        options={"steps": 60, "width": 8, "batch_size": 1, "patch_px": 64,
                  "inference_splits": 4})
     assert result.scheme == "frames"
     for element, stack in frames.items():
         target = stack[7:].sum(axis=0) * 7 / 8  # same dose as the 7 training frames
         raw = np.mean((stack[:7].sum(axis=0) - target) ** 2)
         denoised = np.mean((result.projections[element][0] - target) ** 2)
-        # Against an independent target, MSE = input error + target noise, and the two
-        # noise terms are equal-sized Poisson variances (7 vs 7/8 * 8 frames). A denoiser
-        # that removes at least 40% of the input's variance lowers the MSE by 20%.
+        # Against an independent target, MSE = input error + target noise; in frame
+        # variances the raw input's error is 7 and the target's noise 49/8. A denoiser that
+        # removes at least 40% of the input's variance brings the ratio under 0.79 (a
+        # perfect one to 0.47; measured 0.50-0.53).
         assert denoised < 0.8 * raw, element
