@@ -12,7 +12,6 @@ rule align:
         gpu=device_gpus,
     params:
         options=config["align"],
-        seed=config["seed"],
         device=config["device"],
     script:
         "../scripts/align.py"

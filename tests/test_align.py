@@ -424,13 +424,14 @@ def test_sequential_registration_alone_with_a_known_axis():
 # --- real data ----------------------------------------------------------------------------
 
 
-def _sirt_misfit(stack, angles_deg, binning):
-    """Relative misfit ``||A x - b|| / ||b||`` of a 50-iteration SIRT of the binned stack."""
+def _sirt_misfit(stack, angles_deg, binning, box_px=1):
+    """Relative misfit ``||A x - b|| / ||b||`` of a 50-iteration SIRT of the binned stack,
+    box-filtered over ``box_px`` (binned) pixels."""
     from edxtomo.tomo import project, sirt
 
     n, ny, nx = stack.shape
     b = stack.reshape(n, ny // binning, binning, nx // binning, binning).sum(axis=(2, 4))
-    b = b.astype(np.float32)
+    b = ndimage.uniform_filter(b.astype(np.float32), (1, box_px, box_px))
     volume = sirt(b, angles_deg, 50, progress=False, device="cpu")
     return np.linalg.norm(project(volume, angles_deg, device="cpu") - b) / np.linalg.norm(b)
 
@@ -450,8 +451,12 @@ def test_paper_sqd1_alignment_lowers_the_reprojection_error():
     assert transforms["registered"].all()
     raw = sum(c.astype(np.float32) for c in channels.values())
     after = sum(aligned.channels[e] for e in channels)
-    misfit_raw, misfit_aligned = _sirt_misfit(raw, angles, 4), _sirt_misfit(after, angles, 4)
-    # Same events before and after, so the same Poisson floor: the drop is consistency gained.
+    # The paper's conventional EDX reconstruction: SIRT of 11 x 11 box-filtered maps (5 x 5
+    # after binning by 2). Same events before and after, so the same Poisson floor: the drop
+    # is consistency gained. The ratio is 0.86; splitting the events into random halves moves
+    # it by about 0.01 (measured), so 0.9 is several noise widths away from both 0.86 and 1.
+    misfit_raw = _sirt_misfit(raw, angles, 2, box_px=5)
+    misfit_aligned = _sirt_misfit(after, angles, 2, box_px=5)
     assert misfit_aligned < 0.9 * misfit_raw
 
 
