@@ -93,15 +93,20 @@ class FinalOptions:
         start from, while TV keeps it.
     iterations : int
         SIRT or PDHG iterations.
-    weight : float
-        TV weight of ``"tv"`` (units as in :class:`MbirOptions`).
+    weight : float or dict of str to float, optional
+        TV weight of ``"tv"`` as for the measured views (units as in :class:`MbirOptions`);
+        None takes step b's. It is multiplied by ``n_dense / n_measured``: the data term
+        sums over views, so the same regularisation of 121 enriched views needs a weight
+        9.3 times that of 13 measured ones. Measured on the demo specimen (13 tilts): with
+        the scaling, c+d gained 0.2-0.5 dB over the model-based volume (S -0.3 dB);
+        without it, c+d lost 0.4-0.9 dB.
     filter : str
         FBP filter window.
     """
 
     method: str = "tv"
     iterations: int = 200
-    weight: float = 0.03
+    weight: float | dict[str, float] | None = None
     filter: str = "hann"
 
     @classmethod
@@ -199,8 +204,12 @@ def reconstruct_deep(
     clock.lap("enrich")
     log.info("final %s reconstruction from %d enriched views", final_opts.method, len(dense))
     if final_opts.method == "tv":
-        dense_opts = MbirOptions(data=mbir_opts.data, weight=final_opts.weight,
-                                   outer=final_opts.iterations, inner=1)
+        per_view = MbirOptions(weight=mbir_opts.weight if final_opts.weight is None
+                               else final_opts.weight).weights(elements)
+        scaled = np.multiply(per_view, len(dense) / len(angles_deg))
+        dense_opts = MbirOptions(data=mbir_opts.data,
+                                 weight=dict(zip(elements, scaled.tolist(), strict=True)),
+                                 outer=final_opts.iterations, inner=1)
         final_volumes = _model_based(enriched, dense, dense_opts, elements, nz, dev,
                                      progress)
     elif final_opts.method == "sirt":

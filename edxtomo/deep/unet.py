@@ -119,4 +119,7 @@ class DenoiserNet(nn.Module):
         if not self.counts:
             return maps + self.unet(x)
         start = self.smooth(maps).clamp_min(1e-3)
-        return functional.softplus(self.unet(x) + torch.log(torch.expm1(start)))
+        # softplus^-1(y) = log(expm1(y)), which is y to float32 precision beyond y = 20
+        # (where expm1 would overflow for very sparse maps scaled to unit mean)
+        inverse = torch.where(start > 20, start, torch.log(torch.expm1(start.clamp_max(20))))
+        return functional.softplus(self.unet(x) + inverse)
