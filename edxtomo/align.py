@@ -70,7 +70,8 @@ from scipy.signal.windows import tukey
 from skimage.registration import phase_cross_correlation
 from tqdm.auto import tqdm
 
-from edxtomo.io import HAADF, EdxtomoInputError, TiltSeries, atomic_path
+from edxtomo.errors import EdxtomoInputError
+from edxtomo.io import HAADF, TiltSeries, atomic_path
 
 log = logging.getLogger(__name__)
 

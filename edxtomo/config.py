@@ -17,16 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from edxtomo.io import EdxtomoInputError
+from edxtomo.errors import EdxtomoInputError
 
 log = logging.getLogger(__name__)
 
 ELEMENT_PLACEHOLDER = "{element}"
 SAMPLE_COLUMNS = ("sample", "raw", "maps", "angles", "elements", "angles_deg", "pixel_size_nm")
-
-
-class ConfigError(EdxtomoInputError):
-    """The configuration or the sample sheet is invalid."""
 
 
 @dataclass(frozen=True)

@@ -26,15 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from edxtomo.errors import EdxtomoInputError
+
 log = logging.getLogger(__name__)
 
 HAADF = "HAADF"
 TILT_AXIS_NAME = "Projections"
 FRAME_AXIS_NAME = "Frames"
-
-
-class EdxtomoInputError(ValueError):
-    """Bad input data: the message names the file and what is wrong with it."""
 
 
 @dataclass

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from edxtomo.io import EdxtomoInputError, read_volume
+from edxtomo.errors import EdxtomoInputError
+from edxtomo.io import read_volume
 
 log = logging.getLogger(__name__)
 

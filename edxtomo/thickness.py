@@ -31,7 +31,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 from tqdm import tqdm
 
-from edxtomo.io import EdxtomoInputError
+from edxtomo.errors import EdxtomoInputError
 from edxtomo.particles import PARTICLE_CENTER, particle_regions
 
 log = logging.getLogger(__name__)

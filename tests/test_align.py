@@ -23,7 +23,8 @@ from edxtomo.align import (
     read_transforms,
     write_transforms,
 )
-from edxtomo.io import HAADF, EdxtomoInputError, TiltSeries
+from edxtomo.errors import EdxtomoInputError
+from edxtomo.io import HAADF, TiltSeries
 
 # (x, y, z) centre, core radius, shell radius, as fractions of the field width. Spread in x, y
 # and z so that every misalignment parameter moves some feature (lever arms for the rotation).

@@ -27,7 +27,8 @@ from edxtomo.deep import (
     reconstruct_deep,
 )
 from edxtomo.deep.denoise import split_counts, split_frames
-from edxtomo.io import EdxtomoInputError, TiltSeries
+from edxtomo.errors import EdxtomoInputError
+from edxtomo.io import TiltSeries
 from edxtomo.metrics import particle_region, psnr
 from edxtomo.tomo import project, sirt
 from edxtomo.tomo.tv import tv_kl

@@ -31,7 +31,8 @@ from edxtomo.extract import (
     window_background,
     xray_fwhm_keV,
 )
-from edxtomo.io import Acquisition, EdxtomoInputError, load_tilt_series, save_tilt_series
+from edxtomo.errors import EdxtomoInputError
+from edxtomo.io import Acquisition, load_tilt_series, save_tilt_series
 
 QD_ELEMENTS = ["In", "P", "Se", "S", "Zn"]
 FULL_RANGE = (0.2, 40.0)

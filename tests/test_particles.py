@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from test_thickness import spherical, voxelize
 
-from edxtomo.io import EdxtomoInputError, write_volume
+from edxtomo.errors import EdxtomoInputError
+from edxtomo.io import write_volume
 from edxtomo.particles import (
     PARTICLE_COLUMNS,
     load_specimen,

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from scipy import ndimage, special
 
-from edxtomo.io import EdxtomoInputError, read_volume
+from edxtomo.errors import EdxtomoInputError
+from edxtomo.io import read_volume
 from edxtomo.simulate import (
     Acquisition,
     apply_misalignment,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edxtomo.io import EdxtomoInputError
+from edxtomo.errors import EdxtomoInputError
 from edxtomo.tomo import fbp, project
 from edxtomo.tomo.fbp import FILTERS, angular_weights, ramp_filter
 

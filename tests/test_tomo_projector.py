@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from edxtomo.io import EdxtomoInputError
+from edxtomo.errors import EdxtomoInputError
 from edxtomo.tomo import Projector, backproject, project, resolve_device, system_matrix
 
 ANGLES = np.array([-70.0, -41.5, -12.0, 0.0, 3.3, 30.0, 66.0, 90.0])

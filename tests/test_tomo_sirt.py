@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from edxtomo.io import EdxtomoInputError
+from edxtomo.errors import EdxtomoInputError
 from edxtomo.tomo import _checks, project, sirt
 from edxtomo.tomo.prefilter import prefilter_projections
 

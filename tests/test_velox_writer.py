@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from edxtomo.io import EdxtomoInputError
+from edxtomo.errors import EdxtomoInputError
 from edxtomo.simulate.velox import (
     PIXEL_MARKER,
     VeloxSettings,

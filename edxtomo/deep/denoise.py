@@ -47,7 +47,8 @@ from edxtomo.deep.training import (
     train,
 )
 from edxtomo.deep.unet import DenoiserNet
-from edxtomo.io import EdxtomoInputError, TiltSeries
+from edxtomo.errors import EdxtomoInputError
+from edxtomo.io import TiltSeries
 from edxtomo.tomo.device import resolve_device
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from edxtomo.deep.training import (
     train,
 )
 from edxtomo.deep.unet import UNet
-from edxtomo.io import EdxtomoInputError
+from edxtomo.errors import EdxtomoInputError
 from edxtomo.tomo.device import resolve_device
 from edxtomo.tomo.projector import Projector
 

@@ -20,7 +20,8 @@ import torch
 
 from edxtomo.deep.enrich import EnrichOptions, enrich_views
 from edxtomo.deep.training import fingerprint, parse_options
-from edxtomo.io import EdxtomoInputError, atomic_path
+from edxtomo.errors import EdxtomoInputError
+from edxtomo.io import atomic_path
 from edxtomo.tomo.device import resolve_device
 from edxtomo.tomo.fbp import fbp
 from edxtomo.tomo.sirt import sirt

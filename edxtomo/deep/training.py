@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from edxtomo.io import EdxtomoInputError, atomic_path
+from edxtomo.errors import EdxtomoInputError
+from edxtomo.io import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage, special
 
-from edxtomo.io import EdxtomoInputError
+from edxtomo.errors import EdxtomoInputError
 from edxtomo.simulate.velox import XrayEvents
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from edxtomo.io import EdxtomoInputError
+from edxtomo.errors import EdxtomoInputError
 
 log = logging.getLogger(__name__)
 

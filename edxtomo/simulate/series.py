@@ -27,7 +27,8 @@ import pandas as pd
 from tqdm import tqdm
 
 import edxtomo
-from edxtomo.io import EdxtomoInputError, atomic_path, write_volume
+from edxtomo.errors import EdxtomoInputError
+from edxtomo.io import atomic_path, write_volume
 from edxtomo.simulate.acquisition import (
     HAADF_Z_EXPONENT,
     Acquisition,

@@ -36,7 +36,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from edxtomo.io import EdxtomoInputError, atomic_path
+from edxtomo.errors import EdxtomoInputError
+from edxtomo.io import atomic_path
 
 log = logging.getLogger(__name__)
 

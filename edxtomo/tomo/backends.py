@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 from tqdm.auto import tqdm
 
-from edxtomo.io import EdxtomoInputError
+from edxtomo.errors import EdxtomoInputError
 from edxtomo.tomo.device import resolve_device
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import os
 
 import torch
 
-from edxtomo.io import EdxtomoInputError
+from edxtomo.errors import EdxtomoInputError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import logging
 import numpy as np
 import torch
 
-from edxtomo.io import EdxtomoInputError
+from edxtomo.errors import EdxtomoInputError
 from edxtomo.tomo._checks import prepare_projections, restore_kind, slices_per_chunk
 from edxtomo.tomo.projector import Projector
 from edxtomo.tomo.sirt import BACKENDS

@@ -22,7 +22,7 @@ import re
 import numpy as np
 from scipy import ndimage
 
-from edxtomo.io import EdxtomoInputError
+from edxtomo.errors import EdxtomoInputError
 
 _BOX = re.compile(r"box(\d+)")
 _GAUSSIAN = re.compile(r"gaussian:([0-9]*\.?[0-9]+)")

@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
-from edxtomo.io import EdxtomoInputError
+from edxtomo.errors import EdxtomoInputError
 from edxtomo.tomo._checks import check_angles, check_stack
 from edxtomo.tomo.device import available_bytes, resolve_device
 

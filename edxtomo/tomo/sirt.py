@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from edxtomo.io import EdxtomoInputError
+from edxtomo.errors import EdxtomoInputError
 from edxtomo.tomo._checks import prepare_projections, restore_kind, slices_per_chunk
 from edxtomo.tomo.projector import Projector
 

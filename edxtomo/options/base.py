@@ -1,0 +1,94 @@
+"""The base of every stage's options class, and the one place where options are parsed.
+
+Every option has one home: a field of a stage's options class, with its type (choices as
+``Literal``), its default and a one-line docstring that becomes its description in the JSON
+schema, the README tables and ``config/README.md``. This package imports only pydantic, so
+Snakemake can validate a configuration without importing torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from edxtomo.errors import ConfigError
+
+Element = Annotated[str, StringConstraints(pattern=r"^[A-Z][a-z]?$")]
+"""An element symbol such as ``Zn``."""
+
+NonNegative = Annotated[float, Field(ge=0)]
+
+ChannelWeight = NonNegative | dict[str, NonNegative]
+"""A regularisation weight: one number, or numbers by channel with an optional ``default``."""
+
+
+class Options(BaseModel):
+    """Options of one stage: typed, with defaults, unknown keys refused, immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+OptionsT = TypeVar("OptionsT", bound=Options)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    # pydantic names union branches in the location (e.g. 'float', 'dict[str,float]').
+    keys = [str(part) for part in loc if not (isinstance(part, str) and "[" in part)]
+    keys = [k for k in keys if k not in {"float", "str", "int", "bool", "literal['auto','none']"}]
+    return ".".join(keys)
+
+
+def parse_options(cls: type[OptionsT], values: Mapping[str, Any] | OptionsT | None,
+                  where: str = "") -> OptionsT:
+    """Build and validate the options class ``cls`` from a mapping (``None``: defaults).
+
+    Parameters
+    ----------
+    cls : type
+        A subclass of :class:`Options`.
+    values : mapping, instance of cls, or None
+        The configuration section.
+    where : str
+        Key prefix of the section in the configuration, for the message
+        (``"reconstruct.sirt"``).
+
+    Raises
+    ------
+    ConfigError
+        One line per invalid key, naming it: ``key 'reconstruct.sirt.iterations': Input
+        should be a valid integer``.
+    """
+    if isinstance(values, cls):
+        return values
+    try:
+        return cls.model_validate(dict(values or {}))
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(filter(None, [where, _location(error["loc"])]))
+            value = f" (got {error['input']!r})" if error["type"] != "missing" else ""
+            problems.append(f"key '{key}': {error['msg']}{value}")
+        raise ConfigError("invalid configuration: " + "; ".join(dict.fromkeys(problems))) from None
+
+
+def channel_weights(weight: ChannelWeight, channels: list[str], default: float) -> list[float]:
+    """One regularisation weight per channel from a number or a per-channel mapping.
+
+    Parameters
+    ----------
+    weight : float or mapping of str to float
+        One weight for all channels, or weights by channel name; channels missing from
+        the mapping get its ``default`` entry, else ``default``.
+    channels : list of str
+    default : float
+
+    Returns
+    -------
+    list of float, one per channel
+    """
+    if isinstance(weight, Mapping):
+        fallback = float(weight.get("default", default))
+        return [float(weight.get(name, fallback)) for name in channels]
+    return [float(weight)] * len(channels)
