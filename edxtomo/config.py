@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from edxtomo.errors import EdxtomoInputError
+from edxtomo.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
