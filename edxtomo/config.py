@@ -11,6 +11,7 @@ import glob
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,13 @@ from typing import Any
 import pandas as pd
 
 from edxtomo.errors import ConfigError
+from edxtomo.options import WorkflowConfig
 
 log = logging.getLogger(__name__)
 
 ELEMENT_PLACEHOLDER = "{element}"
+SIMULATED_ROOT = "resources/demo"
+"""Folder of the specimens that the ``simulate`` rule writes, one sub-folder each."""
 SAMPLE_COLUMNS = ("sample", "raw", "maps", "angles", "elements", "angles_deg", "pixel_size_nm")
 
 
@@ -73,48 +77,32 @@ def _validation_message(exc: Exception) -> str:
     return reason_text
 
 
-def validate_config(config: dict[str, Any], schema_path: str | os.PathLike) -> dict[str, Any]:
-    """Validate ``config`` in place against the schema and fill in its defaults.
-
-    Raises
-    ------
-    ConfigError
-        Naming the offending key, e.g. ``key 'reconstruct.sirt.iterations': 'abc' is not
-        of type 'integer'``.
-    """
-    from snakemake.utils import validate
-
-    try:
-        validate(config, str(schema_path), set_default=True)
-    except Exception as exc:  # WorkflowError wraps jsonschema's ValidationError
-        raise ConfigError(f"invalid configuration: {_validation_message(exc)}") from None
-    return config
-
-
 def _split_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _simulated_specimen(pattern: str, simulate: dict[str, Any]) -> str | None:
-    """Name of the simulated specimen whose output folder holds ``pattern``'s files."""
+def _simulated_specimen(pattern: str, simulate: Iterable[str]) -> str | None:
+    """Name of the simulated specimen whose output folder ``pattern`` points into.
+
+    Decided from the names alone, never from what exists on disk, so that the plan is the
+    same before and after the simulation ran.
+    """
     folder = Path(pattern).parent
     for name in simulate:
-        if folder == Path("resources", "demo", name):
+        if folder == Path(SIMULATED_ROOT, name):
             return name
     return None
 
 
-def _resolve_row(row: dict[str, str], where: str, config: dict[str, Any]) -> Sample:
+def _resolve_row(row: dict[str, str], where: str, config: WorkflowConfig) -> Sample:
     raw, maps, angles = row.get("raw", ""), row.get("maps", ""), row.get("angles", "")
     elements = tuple(_split_list(row.get("elements", "")))
-    simulated = None
+    simulated = _simulated_specimen(raw, config.simulate) if raw else None
     if raw and (maps or angles):
         raise ConfigError(f"{where}: give either 'raw' or 'maps' + 'angles', not both")
     if raw:
-        if not glob.glob(raw):
-            simulated = _simulated_specimen(raw, config.get("simulate", {}))
-            if simulated is None:
-                raise ConfigError(f"{where}: 'raw' pattern {raw!r} matches no file")
+        if simulated is None and not glob.glob(raw):
+            raise ConfigError(f"{where}: 'raw' pattern {raw!r} matches no file")
     elif maps or angles:
         if not (maps and angles):
             raise ConfigError(f"{where}: the maps route needs both 'maps' and 'angles'")
@@ -122,7 +110,7 @@ def _resolve_row(row: dict[str, str], where: str, config: dict[str, Any]) -> Sam
             raise ConfigError(f"{where}: 'maps' {maps!r} has no {ELEMENT_PLACEHOLDER} placeholder")
         if not Path(angles).is_file():
             raise ConfigError(f"{where}: angles file {angles!r} does not exist")
-        for element in elements or config["extract"]["elements"]:
+        for element in elements or config.extract.elements:
             path = maps.replace(ELEMENT_PLACEHOLDER, element)
             if not Path(path).is_file():
                 raise ConfigError(f"{where}: map of {element} {path!r} does not exist")
@@ -145,7 +133,7 @@ def _resolve_row(row: dict[str, str], where: str, config: dict[str, Any]) -> Sam
 
 
 def load_samples(
-    path: str | os.PathLike, schema_path: str | os.PathLike, config: dict[str, Any]
+    path: str | os.PathLike, schema_path: str | os.PathLike, config: WorkflowConfig
 ) -> dict[str, Sample]:
     """Read, validate and resolve the sample sheet.
 
@@ -155,7 +143,7 @@ def load_samples(
         Tab-separated sample sheet with the columns of :data:`SAMPLE_COLUMNS`.
     schema_path : path-like
         JSON schema (YAML) of one row.
-    config : dict
+    config : WorkflowConfig
         The validated configuration (for ``simulate`` and ``extract.elements``).
 
     Returns
@@ -187,3 +175,19 @@ def load_samples(
             raise ConfigError(f"{where}: duplicate sample name {row['sample']!r}")
         samples[row["sample"]] = _resolve_row(row, where, config)
     return samples
+
+
+def raw_inputs(sample: Sample) -> dict[str, Any]:
+    """A sample's input files, the same before and after any job ran.
+
+    Returns
+    -------
+    dict
+        ``{"raw": folder}`` for a simulated sample (the ``simulate`` rule's output),
+        ``{"raw": [files]}`` for raw files, ``{"angles": rawtlt}`` for the maps route.
+    """
+    if sample.simulated:
+        return {"raw": str(Path(SIMULATED_ROOT, sample.simulated))}
+    if sample.raw:
+        return {"raw": sorted(glob.glob(sample.raw))}
+    return {"angles": sample.angles}

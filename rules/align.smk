@@ -9,9 +9,9 @@ rule align:
         "../envs/recon.yaml"
     threads: 2
     resources:
-        gpu=device_gpus,
+        gpu=torch_gpus,
     params:
-        options=config["align"],
-        device=config["device"],
+        options=stage_options("align"),
+        device=CONFIG.device,
     script:
         "../scripts/align.py"

@@ -9,6 +9,6 @@ rule analyze:
         "../envs/cpu.yaml"
     threads: 1
     params:
-        options=config["analyze"],
+        options=stage_options("analyze"),
     script:
         "../scripts/analyze.py"

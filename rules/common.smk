@@ -1,43 +1,39 @@
 import dataclasses
-import glob
 
-from edxtomo.config import load_samples, validate_config
+from edxtomo.config import load_samples, raw_inputs
+from edxtomo.options import load_workflow_config
+from edxtomo.runtime import nvidia_gpu_present
 
-validate_config(config, workflow.source_path("../config/schemas/config.schema.yaml"))
+CONFIG = load_workflow_config(config)
 SAMPLES = load_samples(
-    config["samples"],
+    CONFIG.samples,
     workflow.source_path("../config/schemas/samples.schema.yaml"),
-    config,
+    CONFIG,
 )
-RECON_METHODS = config["reconstruct"]["methods"]
-ANALYZE_METHODS = [m for m in config["analyze"]["methods"] if m in RECON_METHODS]
-CLASSICAL_METHODS = [m for m in RECON_METHODS if m != "deep"]
+RECON_METHODS = CONFIG.reconstruct.methods
+ANALYZE_METHODS = [m for m in CONFIG.analyze.methods if m in RECON_METHODS]
+ANALYSIS_KEYS = [(sample, method) for sample in SAMPLES for method in ANALYZE_METHODS]
 
 
 wildcard_constraints:
     sample="|".join(SAMPLES) or "no-sample",
-    specimen="|".join(config["simulate"]) or "no-specimen",
+    specimen="|".join(CONFIG.simulate) or "no-specimen",
     method="|".join(RECON_METHODS) or "no-method",
 
 
 def specimen_preset(wildcards):
     """Preset YAML of a simulated specimen."""
-    return config["simulate"][wildcards.specimen]["preset"]
+    return CONFIG.simulate[wildcards.specimen].preset
 
 
 def specimen_seed(wildcards):
-    """Seed of a simulated specimen: its own, else the top-level seed."""
-    return config["simulate"][wildcards.specimen].get("seed", config["seed"])
+    """Seed of a simulated specimen."""
+    return CONFIG.simulation_seed(wildcards.specimen)
 
 
 def extract_input(wildcards):
-    """Raw files of a sample, the simulated folder that will hold them, or its maps."""
-    sample = SAMPLES[wildcards.sample]
-    if sample.simulated:
-        return {"raw": f"resources/demo/{sample.simulated}"}
-    if sample.raw:
-        return {"raw": sorted(glob.glob(sample.raw))}
-    return {"angles": sample.angles}
+    """Raw files of a sample (or the simulated folder that will hold them), or its maps."""
+    return raw_inputs(SAMPLES[wildcards.sample])
 
 
 def sample_params(wildcards):
@@ -45,22 +41,22 @@ def sample_params(wildcards):
     return dataclasses.asdict(SAMPLES[wildcards.sample])
 
 
-def device_gpus(wildcards):
-    """GPUs a PyTorch job takes: 1 when the configured device resolves to CUDA, else 0."""
-    if config["device"] == "auto":
-        import torch
-
-        return int(torch.cuda.is_available())
-    return int(config["device"] == "cuda")
+def stage_options(stage):
+    """One stage's configuration section as plain data (a rule's params)."""
+    return getattr(CONFIG, stage).model_dump(mode="json", exclude={"methods"})
 
 
-def deep_checkpoints(wildcards):
-    """Folder of the deep job's training checkpoints: outside its output, so that an
-    interrupted job resumes instead of starting over (delete it to start over)."""
-    return f"results/{wildcards.sample}/.checkpoints/deep"
+def method_options(wildcards):
+    """The settings one reconstruction method reads, and no other method's."""
+    return CONFIG.reconstruct.method_settings(wildcards.method)
 
 
-ANALYSIS_KEYS = [(sample, method) for sample in SAMPLES for method in ANALYZE_METHODS]
+def torch_gpus(wildcards):
+    """GPUs a job that may use CUDA takes: 1 when the configured device resolves to CUDA.
+
+    Decided without importing torch: `auto` counts an NVIDIA driver on the planning host.
+    """
+    return int(CONFIG.device == "cuda" or (CONFIG.device == "auto" and nvidia_gpu_present()))
 
 
 def analysis_dirs(wildcards):

@@ -10,6 +10,6 @@ rule extract:
     threads: 1
     params:
         sample=sample_params,
-        options=config["extract"],
+        options=stage_options("extract"),
     script:
         "../scripts/extract.py"

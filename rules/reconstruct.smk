@@ -11,15 +11,16 @@ rule reconstruct:
         "../envs/recon.yaml"
     threads: 2
     resources:
-        gpu=device_gpus,
+        gpu=torch_gpus,
     params:
-        options=config["reconstruct"],
-        seed=config["seed"],
-        device=config["device"],
+        options=method_options,
+        device=CONFIG.device,
     script:
         "../scripts/reconstruct.py"
 
 
+# The training checkpoints are a second log: Snakemake keeps logs of a failed job, so an
+# interrupted deep job resumes from them (delete the folder to start over).
 rule reconstruct_deep:
     input:
         extracted="results/{sample}/extracted",
@@ -27,16 +28,16 @@ rule reconstruct_deep:
     output:
         directory("results/{sample}/recon/deep"),
     log:
-        "logs/reconstruct/{sample}_deep.log",
+        log="logs/reconstruct/{sample}_deep.log",
+        checkpoints=directory("logs/reconstruct/{sample}_deep_checkpoints"),
     conda:
         "../envs/gpu.yaml"
     threads: 2
     resources:
         gpu=1,
     params:
-        options=config["reconstruct"],
-        seed=config["seed"],
-        device=config["device"],
-        checkpoints=deep_checkpoints,
+        options=CONFIG.reconstruct.method_settings("deep"),
+        seed=CONFIG.seed,
+        device=CONFIG.device,
     script:
         "../scripts/reconstruct_deep.py"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from edxtomo.errors import EdxtomoInputError
 from edxtomo.metrics import particle_region, psnr
 from edxtomo.tomo import project, sirt
 from edxtomo.tomo.tv import (
@@ -154,14 +155,14 @@ def test_mbir_l2_is_scale_equivariant():
 def test_tv_rejects_bad_input():
     data = np.ones((5, 8, 8), np.float32)
     angles = np.linspace(-60, 60, 5)
-    with pytest.raises(ValueError, match="counts >= 0"):
+    with pytest.raises(EdxtomoInputError, match="counts >= 0"):
         tv_kl(-data, angles, iterations=1, device="cpu", progress=False)
-    with pytest.raises(ValueError, match="background"):
+    with pytest.raises(EdxtomoInputError, match="background"):
         tv_kl(data, angles, iterations=1, background=np.ones((5, 8, 9)), device="cpu",
               progress=False)
-    with pytest.raises(ValueError, match="reg must be"):
+    with pytest.raises(EdxtomoInputError, match="reg must be"):
         mbir_l2(data, angles, reg="l2", device="cpu", progress=False)
-    with pytest.raises(ValueError, match="solver must be"):
+    with pytest.raises(EdxtomoInputError, match="solver must be"):
         mbir_l2(data, angles, solver="admm", device="cpu", progress=False)
-    with pytest.raises(ValueError, match="weights must be"):
+    with pytest.raises(EdxtomoInputError, match="weights must be"):
         tv_kl(data, angles, weight=-1.0, iterations=1, device="cpu", progress=False)

@@ -11,27 +11,25 @@ c. view enrichment (:func:`enrich_views`): a net maps reprojections at the measu
    onto the measurement and is applied at dense angles;
 d. a final reconstruction (TV, SIRT or FBP) from the enriched views.
 
-The workflow applies the alignment between a and b; :func:`reconstruct_deep` runs b-d.
+:func:`run_deep` runs a-d in order on one sample (it applies the alignment between a and
+b); :func:`reconstruct_deep` runs b-d. The options classes live in :mod:`edxtomo.options`.
 """
 
 from edxtomo.deep.denoise import (
-    DenoiseOptions,
     DenoiseResult,
     choose_scheme,
     denoise_projections,
     is_counts,
 )
-from edxtomo.deep.enrich import EnrichOptions, dense_angles, enrich_views
-from edxtomo.deep.pipeline import DeepResult, FinalOptions, MbirOptions, reconstruct_deep
+from edxtomo.deep.enrich import dense_angles, enrich_views
+from edxtomo.deep.pipeline import DeepResult, reconstruct_deep
+from edxtomo.deep.run import DeepRun, run_deep, write_deep_run
 from edxtomo.deep.training import TrainingDivergedError
 
 __all__ = [
     "DeepResult",
-    "DenoiseOptions",
+    "DeepRun",
     "DenoiseResult",
-    "EnrichOptions",
-    "FinalOptions",
-    "MbirOptions",
     "TrainingDivergedError",
     "choose_scheme",
     "dense_angles",
@@ -39,4 +37,6 @@ __all__ = [
     "enrich_views",
     "is_counts",
     "reconstruct_deep",
+    "run_deep",
+    "write_deep_run",
 ]

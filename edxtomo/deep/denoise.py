@@ -28,9 +28,7 @@ fractions and couples neighbouring pixels. Apply the alignment to the result.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,82 +40,19 @@ from edxtomo.deep.training import (
     deterministic,
     fingerprint,
     make_generator,
-    parse_options,
     seeded_module,
     train,
 )
 from edxtomo.deep.unet import DenoiserNet
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import TiltSeries
+from edxtomo.options import DenoiseOptions, parse_options
 from edxtomo.tomo.device import resolve_device
 
 log = logging.getLogger(__name__)
 
 SCHEMES = ("frames", "binomial", "neighbor2neighbor")
 COUNT_SCHEMES = ("frames", "binomial")
-
-
-@dataclass
-class DenoiseOptions:
-    """Settings of :func:`denoise_projections` (config ``reconstruct.deep.denoise``).
-
-    Attributes
-    ----------
-    steps : int
-        Optimiser steps per network.
-    width : int
-        U-Net feature maps at full resolution (16 and 24 gave the same quality at 800 steps;
-        the time grows as the square).
-    depth : int
-        U-Net pooling levels.
-    lr : float
-        Adam learning rate (cosine-decayed).
-    batch_size : int
-        Tilts per step.
-    patch_px : int
-        Side of the random square crop per step (the whole image when it is smaller).
-    inference_splits : int
-        Fresh splits averaged at inference (count schemes).
-    scheme : str
-        ``"auto"`` or one of :data:`SCHEMES`.
-    networks : {"per_element", "shared"}
-        One network per element (as the paper: the S net also sees Se and Zn), or one
-        network predicting every element from the halves of all. Measured on the demo
-        specimen (64^2 px, 13 tilts, projections' PSNR): per-element nets of 300 steps gave
-        Zn +5.6 dB, S +2.8 dB, Se +0.4 dB, In level, against a shared net of 400 steps, for
-        n_element times the training time.
-    use_other_elements : bool
-        Per-element nets: feed the other elements (full dose: their noise is independent of
-        the target's, so Noise2Noise stays unbiased) as extra input channels.
-    use_haadf : bool
-        Feed the HAADF (when present) as an extra input channel.
-    n2n_gamma : float
-        Weight of the Neighbor2Neighbor consistency term.
-    checkpoint_every : int
-        Steps between checkpoints.
-    """
-
-    steps: int = 400
-    width: int = 16
-    depth: int = 2
-    lr: float = 5e-3
-    batch_size: int = 8
-    patch_px: int = 64
-    inference_splits: int = 8
-    scheme: str = "auto"
-    networks: str = "per_element"
-    use_other_elements: bool = True
-    use_haadf: bool = True
-    n2n_gamma: float = 2.0
-    checkpoint_every: int = 50
-
-    @classmethod
-    def from_mapping(cls, options: DenoiseOptions | Mapping[str, Any] | None) -> DenoiseOptions:
-        opts = parse_options(cls, options, "denoise")
-        if opts.networks not in ("per_element", "shared"):
-            raise EdxtomoInputError(
-                f"denoise networks must be 'per_element' or 'shared', got {opts.networks!r}")
-        return opts
 
 
 @dataclass
@@ -195,7 +130,7 @@ def denoise_projections(
     *,
     seed: int = 0,
     device: str | torch.device = "auto",
-    options: DenoiseOptions | Mapping[str, Any] | None = None,
+    options: DenoiseOptions | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
 ) -> DenoiseResult:
@@ -209,8 +144,8 @@ def denoise_projections(
     seed : int
         Seeds the network initialisation and every split, crop and flip.
     device : {"auto", "cpu", "cuda"} or torch.device
-    options : DenoiseOptions or mapping, optional
-        See :class:`DenoiseOptions`.
+    options : DenoiseOptions, optional
+        Default: ``DenoiseOptions()``.
     checkpoint_dir : path-like, optional
         Where to keep ``denoise_*.pt`` checkpoints; an interrupted run resumes from them.
     progress : bool
@@ -220,7 +155,7 @@ def denoise_projections(
     -------
     DenoiseResult
     """
-    opts = DenoiseOptions.from_mapping(options)
+    opts = parse_options(DenoiseOptions, options, "reconstruct.deep.denoise")
     dev = resolve_device(device)
     elements = series.elements
     if not elements:
@@ -247,7 +182,7 @@ def denoise_projections(
             f"denoise_{name}.pt")
         key = fingerprint(sub.values, *(() if sub.haadf is None else (sub.haadf,)),
                           seed=seed, scheme=scheme, n_targets=sub.n_targets,
-                          options={k: v for k, v in dataclasses.asdict(opts).items()
+                          options={k: v for k, v in opts.model_dump().items()
                                    if k not in ("inference_splits", "checkpoint_every")})
         generator = make_generator(seed, dev)
         losses[name] = train(

@@ -14,12 +14,8 @@ already gives the median-consistent mapping that the final reconstruction averag
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,55 +24,16 @@ from edxtomo.deep.training import (
     deterministic,
     fingerprint,
     make_generator,
-    parse_options,
     seeded_module,
     train,
 )
 from edxtomo.deep.unet import UNet
 from edxtomo.errors import EdxtomoInputError
+from edxtomo.options import EnrichOptions, parse_options
 from edxtomo.tomo.device import resolve_device
 from edxtomo.tomo.projector import Projector
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EnrichOptions:
-    """Settings of :func:`enrich_views` (config ``reconstruct.deep.enrich``).
-
-    Attributes
-    ----------
-    steps : int
-        Optimiser steps.
-    width, depth : int
-        U-Net size.
-    lr : float
-        Adam learning rate (cosine-decayed).
-    batch_size : int
-        Views per step.
-    patch_px : int
-        Side of the random square crop per step.
-    step_deg : float
-        Angular step of the dense views in degrees.
-    loss : {"l1", "l2"}
-        Training loss.
-    checkpoint_every : int
-        Steps between checkpoints.
-    """
-
-    steps: int = 200
-    width: int = 16
-    depth: int = 2
-    lr: float = 1e-3
-    batch_size: int = 8
-    patch_px: int = 64
-    step_deg: float = 1.0
-    loss: str = "l1"
-    checkpoint_every: int = 50
-
-    @classmethod
-    def from_mapping(cls, options: EnrichOptions | Mapping[str, Any] | None) -> EnrichOptions:
-        return parse_options(cls, options, "enrich")
 
 
 def dense_angles(angles_deg: np.ndarray, step_deg: float = 1.0) -> np.ndarray:
@@ -99,7 +56,7 @@ def enrich_views(
     *,
     seed: int = 0,
     device: str | torch.device = "auto",
-    options: EnrichOptions | Mapping[str, Any] | None = None,
+    options: EnrichOptions | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
@@ -116,7 +73,8 @@ def enrich_views(
     seed : int
         Seeds the initialisation, batches, crops and flips.
     device : {"auto", "cpu", "cuda"} or torch.device
-    options : EnrichOptions or mapping, optional
+    options : EnrichOptions, optional
+        Default: ``EnrichOptions()``.
     checkpoint_dir : path-like, optional
         Where ``enrich.pt`` is kept; an interrupted run resumes from it.
     progress : bool
@@ -129,9 +87,7 @@ def enrich_views(
     losses : list of float
         Training loss per step.
     """
-    opts = EnrichOptions.from_mapping(options)
-    if opts.loss not in ("l1", "l2"):
-        raise EdxtomoInputError(f"enrich loss must be 'l1' or 'l2', got {opts.loss!r}")
+    opts = parse_options(EnrichOptions, options, "reconstruct.deep.enrich")
     dev = resolve_device(device)
     volumes_t = torch.as_tensor(np.asarray(volumes, np.float32), device=dev)
     measured_t = torch.as_tensor(np.asarray(measured, np.float32), device=dev)
@@ -155,7 +111,7 @@ def enrich_views(
         return distance(x + net(x), y)
 
     key = fingerprint(inputs, targets, seed=seed,
-                      options={k: v for k, v in dataclasses.asdict(opts).items()
+                      options={k: v for k, v in opts.model_dump().items()
                                if k not in ("step_deg", "checkpoint_every")})
     checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / "enrich.pt"
     losses = train(model, loss_fn, make_generator(seed, dev), steps=opts.steps, lr=opts.lr,

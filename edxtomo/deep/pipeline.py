@@ -7,117 +7,27 @@ workflow then applies the alignment transforms to its output and calls
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from edxtomo.deep.enrich import EnrichOptions, enrich_views
-from edxtomo.deep.training import fingerprint, parse_options
+from edxtomo.deep.enrich import enrich_views
+from edxtomo.deep.training import fingerprint
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import atomic_path
+from edxtomo.options import DeepOptions, MbirOptions, channel_weights, parse_options
+from edxtomo.options.deep import MBIR_WEIGHT
 from edxtomo.tomo.device import resolve_device
 from edxtomo.tomo.fbp import fbp
 from edxtomo.tomo.sirt import sirt
 from edxtomo.tomo.tv import mbir_l2, tv_kl
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MBIR_WEIGHT = 0.03
-DATA_TERMS = ("kl", "l2")
-
-
-@dataclass
-class MbirOptions:
-    """Settings of step b, the model-based reconstruction (config ``reconstruct.deep.mbir``).
-
-    Attributes
-    ----------
-    data : {"kl", "l2"}
-        ``"kl"``: :func:`~edxtomo.tomo.tv.tv_kl` on the denoised net counts (clipped at 0).
-        The denoised maps keep count units and their error grows with the count rate, as
-        the Poisson noise they came from, so the Poisson weighting fits them better than
-        least squares: measured on the test specimen (32^3, 600 counts per tilt) it gave
-        +0.4 dB (core), +0.6 and +1.0 dB (shells) over ``"l2"``. ``"l2"``:
-        :func:`~edxtomo.tomo.tv.mbir_l2`, least squares as in Han et al.
-    reg : {"tv", "l1"}
-        Regulariser (``"l1"`` with ``data="l2"`` only).
-    weight : float or dict of str to float
-        Regularisation weight (``"kl"``: dose independent; ``"l2"``: for unit-peak data);
-        a dict gives it per element (elements not listed get :data:`DEFAULT_MBIR_WEIGHT`).
-    outer, inner : int
-        Iterations: PDHG runs ``outer * inner``; split-Bregman ``outer`` Bregman updates of
-        ``inner`` conjugate-gradient steps.
-    solver : {"pdhg", "split_bregman"}
-        Split-Bregman with ``data="l2"`` only.
-    """
-
-    data: str = "kl"
-    reg: str = "tv"
-    weight: float | dict[str, float] = DEFAULT_MBIR_WEIGHT
-    outer: int = 20
-    inner: int = 20
-    solver: str = "pdhg"
-
-    @classmethod
-    def from_mapping(cls, options: MbirOptions | Mapping[str, Any] | None) -> MbirOptions:
-        opts = parse_options(cls, options, "mbir")
-        if opts.data not in DATA_TERMS:
-            raise EdxtomoInputError(f"mbir data must be one of {DATA_TERMS}, got {opts.data!r}")
-        if opts.data == "kl" and (opts.reg != "tv" or opts.solver != "pdhg"):
-            raise EdxtomoInputError("mbir data 'kl' works with reg 'tv' and solver 'pdhg'")
-        return opts
-
-    def weights(self, elements: list[str]) -> list[float]:
-        if isinstance(self.weight, Mapping):
-            return [float(self.weight.get(e, DEFAULT_MBIR_WEIGHT)) for e in elements]
-        return [float(self.weight)] * len(elements)
-
-
-@dataclass
-class FinalOptions:
-    """Settings of step d (config ``reconstruct.deep.final``).
-
-    Attributes
-    ----------
-    method : {"tv", "sirt", "fbp"}
-        ``"tv"``: TV-regularised, with the data term of step b, on the enriched views.
-        SIRT and FBP give the minimum-norm volume, which is empty in the missing wedge
-        (+-60 deg tilts leave 1/3 of Fourier space unmeasured even with dense views):
-        measured on the demo specimen they lose 2-5 dB against the model-based volume they
-        start from, while TV keeps it.
-    iterations : int
-        SIRT or PDHG iterations.
-    weight : float or dict of str to float, optional
-        TV weight of ``"tv"`` as for the measured views (units as in :class:`MbirOptions`);
-        None takes step b's. It is multiplied by ``n_dense / n_measured``: the data term
-        sums over views, so the same regularisation of 121 enriched views needs a weight
-        9.3 times that of 13 measured ones. Measured on the demo specimen (13 tilts): with
-        the scaling, c+d gained 0.2-0.5 dB over the model-based volume (S -0.3 dB);
-        without it, c+d lost 0.4-0.9 dB.
-    filter : str
-        FBP filter window.
-    """
-
-    method: str = "tv"
-    iterations: int = 200
-    weight: float | dict[str, float] | None = None
-    filter: str = "hann"
-
-    @classmethod
-    def from_mapping(cls, options: FinalOptions | Mapping[str, Any] | None) -> FinalOptions:
-        opts = parse_options(cls, options, "final")
-        if opts.method not in ("tv", "sirt", "fbp"):
-            raise EdxtomoInputError(
-                f"final method must be 'tv', 'sirt' or 'fbp', got {opts.method!r}")
-        return opts
-
 
 @dataclass
 class DeepResult:
@@ -149,13 +59,11 @@ class DeepResult:
 def reconstruct_deep(
     projections: Mapping[str, np.ndarray],
     angles_deg: np.ndarray,
+    options: DeepOptions | None = None,
     *,
     seed: int = 0,
     device: str | torch.device = "auto",
     nz: int | None = None,
-    mbir: MbirOptions | Mapping[str, Any] | None = None,
-    enrich: EnrichOptions | Mapping[str, Any] | None = None,
-    final: FinalOptions | Mapping[str, Any] | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
 ) -> DeepResult:
@@ -167,14 +75,13 @@ def reconstruct_deep(
         Per element, denoised and aligned projections (net counts), ``(n_tilt, ny, nx)``.
     angles_deg : ndarray, shape (n_tilt,)
         Tilt angles in degrees.
+    options : DeepOptions, optional
+        Steps b-d read its ``mbir``, ``enrich`` and ``final``; default ``DeepOptions()``.
     seed : int
         Seeds the enrichment network.
     device : {"auto", "cpu", "cuda"} or torch.device
     nz : int, optional
         Volume depth in voxels; default ``nx`` (as SIRT).
-    mbir, enrich, final : options or mapping, optional
-        See :class:`MbirOptions`, :class:`~edxtomo.deep.enrich.EnrichOptions`,
-        :class:`FinalOptions`.
     checkpoint_dir : path-like, optional
         Keeps the model-based volume (``mbir.npz``) and the enrichment checkpoint, so an
         interrupted run resumes.
@@ -184,8 +91,8 @@ def reconstruct_deep(
     -------
     DeepResult
     """
-    mbir_opts = MbirOptions.from_mapping(mbir)
-    final_opts = FinalOptions.from_mapping(final)
+    options = parse_options(DeepOptions, options, "reconstruct.deep")
+    mbir_opts, final_opts = options.mbir, options.final
     elements = list(projections)
     if not elements:
         raise EdxtomoInputError("no projections to reconstruct")
@@ -200,14 +107,14 @@ def reconstruct_deep(
                            progress)
     clock.lap("mbir")
     dense, enriched, enrich_losses = enrich_views(
-        volumes, stack, angles_deg, seed=seed, device=dev, options=enrich,
+        volumes, stack, angles_deg, seed=seed, device=dev, options=options.enrich,
         checkpoint_dir=checkpoint_dir, progress=progress)
     clock.lap("enrich")
     log.info("final %s reconstruction from %d enriched views", final_opts.method, len(dense))
     if final_opts.method == "tv":
-        per_view = MbirOptions(weight=mbir_opts.weight if final_opts.weight is None
-                               else final_opts.weight).weights(elements)
-        scaled = np.multiply(per_view, len(dense) / len(angles_deg))
+        weight = mbir_opts.weight if final_opts.weight is None else final_opts.weight
+        scaled = np.multiply(channel_weights(weight, elements, MBIR_WEIGHT),
+                             len(dense) / len(angles_deg))
         dense_opts = MbirOptions(data=mbir_opts.data,
                                  weight=dict(zip(elements, scaled.tolist(), strict=True)),
                                  outer=final_opts.iterations, inner=1)
@@ -250,7 +157,7 @@ def _model_based(stack: np.ndarray, angles_deg: np.ndarray, opts: MbirOptions,
                  elements: list[str], nz: int | None, dev: torch.device,
                  progress: bool) -> np.ndarray:
     """TV-KL or least-squares model-based reconstruction of ``(c, n, ny, nx)`` views."""
-    weights = opts.weights(elements)
+    weights = channel_weights(opts.weight, elements, MBIR_WEIGHT)
     if opts.data == "kl":
         return tv_kl(np.maximum(stack, 0), angles_deg, weight=weights,
                      iterations=opts.outer * opts.inner, nz=nz, device=dev, progress=progress)
@@ -261,7 +168,7 @@ def _model_based(stack: np.ndarray, angles_deg: np.ndarray, opts: MbirOptions,
 def _cached_mbir(stack, angles_deg, opts: MbirOptions, elements, nz, dev, checkpoint_dir,
                  progress) -> np.ndarray:
     """Step b, reusing a finished result kept in ``checkpoint_dir`` for the same input."""
-    key = fingerprint(stack, angles_deg, nz=nz, options=dataclasses.asdict(opts),
+    key = fingerprint(stack, angles_deg, nz=nz, options=opts.model_dump(),
                       elements=elements)
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / "mbir.npz"
     if path is not None and path.exists():

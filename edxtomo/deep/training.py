@@ -10,7 +10,6 @@ never interrupted (the checkpoint holds the generator state and the optimiser mo
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -23,7 +22,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -81,25 +79,6 @@ def fingerprint(*arrays: np.ndarray | torch.Tensor, **settings: Any) -> str:
         digest.update(str((data.shape, data.dtype.str)).encode())
         digest.update(data.tobytes())
     return digest.hexdigest()
-
-
-def parse_options(cls: type, options: Any, what: str) -> Any:
-    """Build the options dataclass ``cls`` from None (defaults), itself or a mapping.
-
-    Raises
-    ------
-    EdxtomoInputError
-        For a key that ``cls`` does not have, naming it and the valid keys.
-    """
-    if options is None:
-        return cls()
-    if isinstance(options, cls):
-        return options
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise EdxtomoInputError(f"unknown {what} option(s) {unknown}; expected {sorted(names)}")
-    return cls(**options)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -29,14 +29,28 @@ class Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        # A field's docstring may wrap over lines; its description is one line of text.
+        super().__pydantic_init_subclass__(**kwargs)
+        for field in cls.model_fields.values():
+            if field.description:
+                field.description = " ".join(field.description.split())
+        cls.model_rebuild(force=True)
+
 
 OptionsT = TypeVar("OptionsT", bound=Options)
 
 
+_TYPE_TAGS = {"float", "int", "str", "bool", "constrained-float", "constrained-str"}
+
+
 def _location(loc: tuple[Any, ...]) -> str:
-    # pydantic names union branches in the location (e.g. 'float', 'dict[str,float]').
-    keys = [str(part) for part in loc if not (isinstance(part, str) and "[" in part)]
-    keys = [k for k in keys if k not in {"float", "str", "int", "bool", "literal['auto','none']"}]
+    """Dotted key of a pydantic error location, without the union-branch tags it adds."""
+    def is_tag(part: Any) -> bool:
+        return isinstance(part, str) and (part in _TYPE_TAGS or any(c in part for c in "['-"))
+
+    keys = [str(part) for part in loc if not is_tag(part)]
     return ".".join(keys)
 
 
@@ -65,12 +79,14 @@ def parse_options(cls: type[OptionsT], values: Mapping[str, Any] | OptionsT | No
     try:
         return cls.model_validate(dict(values or {}))
     except ValidationError as exc:
-        problems = []
+        problems: dict[str, list[str]] = {}
         for error in exc.errors():
             key = ".".join(filter(None, [where, _location(error["loc"])]))
-            value = f" (got {error['input']!r})" if error["type"] != "missing" else ""
-            problems.append(f"key '{key}': {error['msg']}{value}")
-        raise ConfigError("invalid configuration: " + "; ".join(dict.fromkeys(problems))) from None
+            got = f" (got {error['input']!r})" if error["type"] != "missing" else ""
+            problems.setdefault(key, []).append(error["msg"] + got)
+        lines = [f"key '{key}': " + ", or ".join(dict.fromkeys(msgs))
+                 for key, msgs in problems.items()]
+        raise ConfigError("invalid configuration: " + "; ".join(lines)) from None
 
 
 def channel_weights(weight: ChannelWeight, channels: list[str], default: float) -> list[float]:

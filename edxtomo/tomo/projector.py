@@ -1,6 +1,6 @@
 """Parallel-beam projector and its exact adjoint, batched over slices and channels.
 
-Geometry (shared by every stage, see DESIGN.md): volumes are ``(nz, ny, nx)``, projections
+Geometry (shared by every stage): volumes are ``(nz, ny, nx)``, projections
 ``(n_tilt, ny, nx)``, the tilt axis is y. With centred coordinates
 ``x_c = ix - (nx-1)/2``, ``z_c = iz - (nz-1)/2`` and ``u_c = iu - (nx-1)/2``, the projection
 at angle ``theta`` integrates along the lines ``x_c cos(theta) + z_c sin(theta) = u_c``. A

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from edxtomo.errors import EdxtomoInputError
 from edxtomo.tomo.device import resolve_device
 from edxtomo.tomo.projector import Projector
 
@@ -91,12 +92,12 @@ def tv_kl(
     """
     y, squeeze = _as_channels(projections, "projections")
     if np.any(y < 0):
-        raise ValueError("tv_kl needs counts >= 0; subtract nothing before calling it")
+        raise EdxtomoInputError("tv_kl needs counts >= 0; subtract nothing before calling it")
     b = None
     if background is not None:
         b, _ = _as_channels(background, "background")
         if b.shape != y.shape:
-            raise ValueError(f"background {b.shape} does not match projections {y.shape}")
+            raise EdxtomoInputError(f"background {b.shape} does not match projections {y.shape}")
     volume = _pdhg(
         y,
         angles_deg,
@@ -159,7 +160,7 @@ def mbir_l2(
     ndarray, shape (nz, ny, nx) or (c, nz, ny, nx), float32
     """
     if reg not in ("tv", "l1"):
-        raise ValueError(f"reg must be 'tv' or 'l1', got {reg!r}")
+        raise EdxtomoInputError(f"reg must be 'tv' or 'l1', got {reg!r}")
     y, squeeze = _as_channels(projections, "projections")
     scale = np.max(np.abs(y), axis=(1, 2, 3), keepdims=True)
     scale[scale == 0] = 1.0
@@ -192,7 +193,7 @@ def mbir_l2(
             progress=progress,
         )
     else:
-        raise ValueError(f"solver must be 'pdhg' or 'split_bregman', got {solver!r}")
+        raise EdxtomoInputError(f"solver must be 'pdhg' or 'split_bregman', got {solver!r}")
     volume *= scale.astype(np.float32)
     return volume[0] if squeeze else volume
 
@@ -450,7 +451,8 @@ def _operator_norm_sq(op, shape: tuple[int, ...], dev: torch.device, steps: int 
 def _channel_weights(weight, c: int, dev: torch.device) -> torch.Tensor:
     w = np.broadcast_to(np.asarray(weight, dtype=np.float32), (c,))
     if np.any(w < 0) or not np.all(np.isfinite(w)):
-        raise ValueError(f"regularisation weights must be finite and >= 0, got {weight}")
+        raise EdxtomoInputError(
+            f"regularisation weights must be finite and >= 0, got {weight}")
     return torch.as_tensor(np.maximum(w, 1e-8), device=dev).view(c, 1, 1, 1)
 
 
@@ -463,4 +465,5 @@ def _as_channels(array, name: str) -> tuple[np.ndarray, bool]:
         return array[None], True
     if array.ndim == 4:
         return array, False
-    raise ValueError(f"{name} must be (n_tilt, ny, nx) or (c, n_tilt, ny, nx), got {array.shape}")
+    raise EdxtomoInputError(
+        f"{name} must be (n_tilt, ny, nx) or (c, n_tilt, ny, nx), got {array.shape}")

@@ -1,0 +1,121 @@
+"""The whole deep pipeline on one sample, in its order, and the folder it writes.
+
+a. denoise the raw, unaligned counts of the extracted series (count splitting needs
+   integer counts, which interpolation destroys);
+   then apply the alignment transforms to the denoised maps, and put the aligned HAADF
+   beside them as a channel of the model-based step;
+b-d. model-based reconstruction, view enrichment and the final reconstruction
+   (:func:`~edxtomo.deep.pipeline.reconstruct_deep`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from edxtomo.align import apply_transforms
+from edxtomo.deep.denoise import DenoiseResult, denoise_projections
+from edxtomo.deep.pipeline import DeepResult, reconstruct_deep
+from edxtomo.io import HAADF, TiltSeries, atomic_path, write_stack, write_volume
+from edxtomo.options import DeepOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeepRun:
+    """Every product of :func:`run_deep`.
+
+    Attributes
+    ----------
+    denoised : DenoiseResult
+        Step a, in the raw (unaligned) frame at the measured angles.
+    result : DeepResult
+        Steps b-d, on the aligned grid.
+    angles_deg : ndarray, shape (n_tilt,)
+        Measured tilt angles in degrees.
+    pixel_size_nm : float
+    """
+
+    denoised: DenoiseResult
+    result: DeepResult
+    angles_deg: np.ndarray
+    pixel_size_nm: float
+
+
+def run_deep(
+    extracted: TiltSeries,
+    aligned: TiltSeries,
+    transforms: pd.DataFrame,
+    options: DeepOptions,
+    *,
+    nz: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+) -> DeepRun:
+    """Run steps a to d of the deep pipeline on one sample.
+
+    Parameters
+    ----------
+    extracted : TiltSeries
+        The raw, unaligned series (counts, or float maps).
+    aligned : TiltSeries
+        The same series aligned; its HAADF, when present, joins the model-based step.
+    transforms : DataFrame
+        The alignment transforms (:func:`edxtomo.align.read_transforms`).
+    options : DeepOptions
+    nz : int, optional
+        Volume depth in voxels; default the image width.
+    seed : int
+        Seeds every random step.
+    device : {"auto", "cpu", "cuda"} or torch.device
+    checkpoint_dir : path-like, optional
+        Training checkpoints and the model-based volume, so an interrupted run resumes.
+    progress : bool
+        tqdm bars with the losses.
+
+    Returns
+    -------
+    DeepRun
+    """
+    denoised = denoise_projections(extracted, seed=seed, device=device, options=options.denoise,
+                                   checkpoint_dir=checkpoint_dir, progress=progress)
+    log.info("denoising scheme: %s", denoised.scheme)
+    views = {name: apply_transforms(stack, transforms, angles_deg=extracted.angles_deg)
+             for name, stack in denoised.projections.items()}
+    if HAADF in aligned.channels:
+        views = {HAADF: aligned.net_counts(HAADF), **views}
+    result = reconstruct_deep(views, aligned.angles_deg, options, seed=seed, device=device,
+                              nz=nz, checkpoint_dir=checkpoint_dir, progress=progress)
+    log.info("step times (s): %s", result.seconds)
+    return DeepRun(denoised, result, np.asarray(aligned.angles_deg), aligned.pixel_size_nm)
+
+
+def write_deep_run(run: DeepRun, directory: str | Path) -> None:
+    """Write a deep run's volumes and intermediates under ``directory``.
+
+    ``{channel}.tif`` (+ ``.hspy``): the final volumes; ``mbir/``: step b's volumes;
+    ``enriched/{channel}.hspy``: the dense views; ``denoised/{element}.hspy``: step a in
+    the raw frame; ``losses.tsv``: the training loss of every network per step.
+    """
+    out, pixel_nm, result = Path(directory), run.pixel_size_nm, run.result
+    provenance = {"method": "deep", "scheme": run.denoised.scheme}
+    for name, volume in result.volumes.items():
+        write_volume(out / f"{name}.tif", volume, pixel_nm, name, provenance)
+        write_volume(out / "mbir" / f"{name}.tif", result.mbir_volumes[name], pixel_nm, name)
+        write_stack(out / "enriched" / f"{name}.hspy", result.enriched_views[name],
+                    result.dense_angles_deg, pixel_nm, name)
+    for name, stack in run.denoised.projections.items():
+        write_stack(out / "denoised" / f"{name}.hspy", stack, run.angles_deg, pixel_nm, name,
+                    {"frame": "raw (unaligned)", "scheme": run.denoised.scheme})
+    losses = {**run.denoised.losses, **result.losses}
+    table = pd.DataFrame({k: pd.Series(v) for k, v in losses.items()})
+    with atomic_path(out / "losses.tsv") as tmp:
+        table.to_csv(tmp, sep="\t", index_label="step")

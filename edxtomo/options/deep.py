@@ -1,0 +1,139 @@
+"""Options of the deep pipeline (configuration section ``reconstruct.deep``).
+
+The figures quoted in the docstrings were measured on the demo specimen (64^2 px, 13 tilts)
+when the defaults were chosen; see ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from edxtomo.options.base import ChannelWeight, Options
+from edxtomo.options.reconstruct import FbpFilter
+
+MBIR_WEIGHT = 0.03
+"""Default weight of step b (``data: kl``: dose independent)."""
+
+
+class DenoiseOptions(Options):
+    """Step a, self-supervised denoising (:func:`edxtomo.deep.denoise_projections`).
+
+    ``networks: per_element`` (as the paper: the S net also sees Se and Zn) against one
+    shared net of 400 steps gave Zn +5.6, S +2.8, Se +0.4 dB in the projections' PSNR at
+    300 steps, for n_element times the training time.
+    """
+
+    steps: int = Field(400, ge=1)
+    """optimiser steps per network"""
+    width: int = Field(16, ge=1)
+    """U-Net feature maps at full resolution (time grows as its square)"""
+    depth: int = Field(2, ge=1)
+    """U-Net pooling levels"""
+    lr: float = Field(5e-3, gt=0)
+    """Adam learning rate (cosine-decayed)"""
+    batch_size: int = Field(8, ge=1)
+    """tilts per step"""
+    patch_px: int = Field(64, ge=8)
+    """side of the random square crop per step (the whole image when it is smaller)"""
+    inference_splits: int = Field(8, ge=1)
+    """fresh count splits averaged at inference (count schemes)"""
+    scheme: Literal["auto", "frames", "binomial", "neighbor2neighbor"] = "auto"
+    """training pairs: `auto` (frames when kept, binomial splits of integer counts, else
+    neighbor2neighbor), or one scheme"""
+    networks: Literal["per_element", "shared"] = "per_element"
+    """one network per element, or one network for all elements"""
+    use_other_elements: bool = True
+    """per-element nets see the other elements as extra inputs"""
+    use_haadf: bool = True
+    """the nets see the HAADF (when present) as an extra input"""
+    n2n_gamma: float = Field(2.0, ge=0)
+    """weight of the Neighbor2Neighbor consistency term"""
+    checkpoint_every: int = Field(50, ge=1)
+    """steps between checkpoints"""
+
+
+class MbirOptions(Options):
+    """Step b, model-based reconstruction of the denoised, aligned views.
+
+    ``data: kl`` fits the denoised maps better than least squares: they keep count units
+    and their error grows with the rate (measured +0.4 dB core, +0.6 and +1.0 dB shells).
+    """
+
+    data: Literal["kl", "l2"] = "kl"
+    """data term: `kl` (Poisson, on the denoised net counts clipped at 0) or `l2` (least squares,
+    as in Han et al.)"""
+    reg: Literal["tv", "l1"] = "tv"
+    """regulariser; `l1` with `data: l2` only"""
+    weight: ChannelWeight = MBIR_WEIGHT
+    """regularisation weight, one number or per element (`kl`: dose independent; `l2`: for unit-
+    peak data)"""
+    outer: int = Field(20, ge=1)
+    """outer iterations (PDHG runs outer x inner; split-Bregman: Bregman updates)"""
+    inner: int = Field(20, ge=1)
+    """inner iterations (split-Bregman: conjugate-gradient steps)"""
+    solver: Literal["pdhg", "split_bregman"] = "pdhg"
+    """solver; `split_bregman` with `data: l2` only"""
+
+    @model_validator(mode="after")
+    def _kl_needs_tv_pdhg(self) -> MbirOptions:
+        if self.data == "kl" and (self.reg != "tv" or self.solver != "pdhg"):
+            raise ValueError("data 'kl' works with reg 'tv' and solver 'pdhg'")
+        return self
+
+
+class EnrichOptions(Options):
+    """Step c, view enrichment (:func:`edxtomo.deep.enrich_views`)."""
+
+    steps: int = Field(200, ge=1)
+    """optimiser steps"""
+    width: int = Field(16, ge=1)
+    """U-Net feature maps at full resolution"""
+    depth: int = Field(2, ge=1)
+    """U-Net pooling levels"""
+    lr: float = Field(1e-3, gt=0)
+    """Adam learning rate (cosine-decayed)"""
+    batch_size: int = Field(8, ge=1)
+    """views per step"""
+    patch_px: int = Field(64, ge=8)
+    """side of the random square crop per step"""
+    step_deg: float = Field(1.0, gt=0)
+    """angular step of the dense (enriched) views"""
+    loss: Literal["l1", "l2"] = "l1"
+    """training loss"""
+    checkpoint_every: int = Field(50, ge=1)
+    """steps between checkpoints"""
+
+
+class FinalOptions(Options):
+    """Step d, the final reconstruction from the enriched views.
+
+    SIRT and FBP give the minimum-norm volume, empty in the missing wedge: on the demo they
+    lose 2-5 dB against the model-based volume they start from, while TV keeps it. The TV
+    weight is multiplied by ``n_dense / n_measured`` (the data term sums over views): with
+    that scaling c+d gained 0.2-0.5 dB over step b, without it they lost 0.4-0.9 dB.
+    """
+
+    method: Literal["tv", "sirt", "fbp"] = "tv"
+    """`tv`: step b's data term plus TV on the enriched views; `sirt`; or `fbp`"""
+    iterations: int = Field(200, ge=1)
+    """SIRT or PDHG iterations"""
+    weight: ChannelWeight | None = None
+    """TV weight per measured view as in step b (scaled by the number of dense views); `null` takes
+    step b's"""
+    filter: FbpFilter = "hann"
+    """FBP filter window"""
+
+
+class DeepOptions(Options):
+    """The deep pipeline, steps a to d (:func:`edxtomo.deep.run_deep`)."""
+
+    denoise: DenoiseOptions = DenoiseOptions()
+    """step a: self-supervised denoising of the raw counts"""
+    mbir: MbirOptions = MbirOptions()
+    """step b: model-based reconstruction"""
+    enrich: EnrichOptions = EnrichOptions()
+    """step c: view enrichment"""
+    final: FinalOptions = FinalOptions()
+    """step d: final reconstruction"""
