@@ -15,6 +15,7 @@ import sparse
 import synthetic_eds as syn
 from scipy.special import ndtr
 
+from edxtomo.errors import EdxtomoInputError
 from edxtomo.extract import (
     auto_background_windows,
     channel_range,
@@ -31,7 +32,6 @@ from edxtomo.extract import (
     window_background,
     xray_fwhm_keV,
 )
-from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import Acquisition, load_tilt_series, save_tilt_series
 
 QD_ELEMENTS = ["In", "P", "Se", "S", "Zn"]

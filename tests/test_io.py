@@ -9,6 +9,7 @@ import pytest
 import tifffile
 
 from edxtomo import io
+from edxtomo.errors import EdxtomoInputError
 
 
 def digest(path) -> str:
@@ -97,9 +98,9 @@ def test_labels_and_volume_folder(tmp_path):
     volumes, voxel_size_nm = io.read_volume_folder(folder)
     assert list(volumes) == ["HAADF", "Se"] and voxel_size_nm == 0.5
     io.write_volume(folder / "Zn.tif", np.ones((4, 5, 7)), 0.5, "Zn")
-    with pytest.raises(io.EdxtomoInputError, match=r"Zn.tif: shape \(4, 5, 7\)"):
+    with pytest.raises(EdxtomoInputError, match=r"Zn.tif: shape \(4, 5, 7\)"):
         io.read_volume_folder(folder)
-    with pytest.raises(io.EdxtomoInputError, match="no volumes"):
+    with pytest.raises(EdxtomoInputError, match="no volumes"):
         io.read_volume_folder(tmp_path / "empty")
 
 
@@ -114,24 +115,24 @@ def test_failed_write_leaves_no_partial_file(tmp_path):
 def test_bad_files_name_the_file_and_problem(tmp_path):
     broken = tmp_path / "broken.tif"
     broken.write_bytes(b"II*\x00 definitely not a tiff")
-    with pytest.raises(io.EdxtomoInputError, match="broken.tif: not a readable TIFF"):
+    with pytest.raises(EdxtomoInputError, match="broken.tif: not a readable TIFF"):
         io.read_volume(broken)
     rawtlt = tmp_path / "series.rawtlt"
     rawtlt.write_text("-60\n0\nsixty\n")
-    with pytest.raises(io.EdxtomoInputError, match=r"series.rawtlt, line 3: 'sixty'"):
+    with pytest.raises(EdxtomoInputError, match=r"series.rawtlt, line 3: 'sixty'"):
         io.read_rawtlt(rawtlt)
     rawtlt.write_text("\n\n")
-    with pytest.raises(io.EdxtomoInputError, match="no tilt angles"):
+    with pytest.raises(EdxtomoInputError, match="no tilt angles"):
         io.read_rawtlt(rawtlt)
-    with pytest.raises(io.EdxtomoInputError, match="file not found"):
+    with pytest.raises(EdxtomoInputError, match="file not found"):
         io.read_stack(tmp_path / "missing.hspy")
 
 
 def test_tilt_series_rejects_inconsistent_shapes():
-    with pytest.raises(io.EdxtomoInputError, match="expected \\(n_tilt=3"):
+    with pytest.raises(EdxtomoInputError, match="expected \\(n_tilt=3"):
         io.TiltSeries({"Se": np.zeros((4, 8, 8))}, [0.0, 1.0, 2.0], 1.0)
-    with pytest.raises(io.EdxtomoInputError, match="pixel size must be positive"):
+    with pytest.raises(EdxtomoInputError, match="pixel size must be positive"):
         io.TiltSeries({"Se": np.zeros((3, 8, 8))}, [0.0, 1.0, 2.0], 0.0)
-    with pytest.raises(io.EdxtomoInputError, match="background 'Zn'"):
+    with pytest.raises(EdxtomoInputError, match="background 'Zn'"):
         io.TiltSeries({"Se": np.zeros((3, 8, 8))}, [0.0, 1.0, 2.0], 1.0,
                       background={"Zn": np.zeros((3, 8, 8))})

@@ -15,9 +15,9 @@ import pytest
 import synthetic_eds as syn
 from conftest import shared_path
 
+from edxtomo.errors import EdxtomoInputError
 from edxtomo.extract import extract_tilt_series
 from edxtomo.io import (
-    EdxtomoInputError,
     load_maps_series,
     read_rawtlt,
     read_stack,

@@ -6,30 +6,9 @@ import numpy as np
 import torch
 
 from edxtomo.errors import EdxtomoInputError
+from edxtomo.io.angles import check_angles
 from edxtomo.tomo.device import available_bytes
 from edxtomo.tomo.prefilter import prefilter_projections
-
-
-def check_angles(angles_deg, n_tilt: int | None = None) -> np.ndarray:
-    """Angles as a finite float64 vector, with ``n_tilt`` entries when given.
-
-    Raises
-    ------
-    EdxtomoInputError
-        Empty, not 1D, non-finite, or a count that does not match ``n_tilt``.
-    """
-    angles = np.asarray(angles_deg, dtype=np.float64)
-    if angles.ndim != 1 or angles.size == 0:
-        raise EdxtomoInputError(
-            f"angles_deg must be a non-empty 1D sequence, got shape {angles.shape}"
-        )
-    if not np.all(np.isfinite(angles)):
-        raise EdxtomoInputError(f"angles_deg contains non-finite values: {angles.tolist()}")
-    if n_tilt is not None and angles.size != n_tilt:
-        raise EdxtomoInputError(
-            f"{angles.size} tilt angles given for {n_tilt} projections; the counts must match"
-        )
-    return angles
 
 
 def check_stack(data, what: str, *, finite: bool = True) -> None:

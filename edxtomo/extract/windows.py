@@ -1,0 +1,216 @@
+"""Energy windows: background windows, the per-element plan, and windows as channel ranges.
+
+:func:`plan_lines` gives every element its line (:mod:`edxtomo.extract.lines`), its
+integration window and its background windows. Background windows are ``"auto"``
+(:func:`auto_background_windows`), explicit keV windows per element, or ``"none"`` (no
+subtraction). :func:`channel_range` and :func:`merge_ranges` turn keV windows into the
+channel ranges that :func:`~edxtomo.extract.reduction.reduce_spectrum_image` sums.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edxtomo.errors import EdxtomoInputError
+from edxtomo.extract.lines import (
+    _lines_of,
+    choose_line,
+    element_lines,
+    integration_window_keV,
+    line_energy_keV,
+    overlapping_lines,
+    usable_range_keV,
+    xray_fwhm_keV,
+)
+from edxtomo.io import Acquisition
+
+log = logging.getLogger(__name__)
+
+#: Background windows: every channel between 2 and 5 FWHM from the line (on both sides)
+#: that lies at least LINE_CLEARANCE_FWHM (of that line's FWHM) from any line of the sample
+#: at least BACKGROUND_LINE_WEIGHT strong; free stretches narrower than
+#: BACKGROUND_MIN_WIDTH_FWHM are dropped. exspy's own windows span 2 to 3 FWHM.
+BACKGROUND_LINE_WEIGHT = 0.05
+LINE_CLEARANCE_FWHM = 1.5
+BACKGROUND_REACH_FWHM = (2.0, 5.0)
+BACKGROUND_MIN_WIDTH_FWHM = 0.5
+
+
+def auto_background_windows(
+    line: str,
+    elements: Sequence[str],
+    energy_range_keV: tuple[float, float],
+    resolution_mnka_eV: float,
+) -> list[tuple[float, float]]:
+    """Line-free background windows around ``line``, in keV.
+
+    The energies between 2 and 5 FWHM of the line on either side (exspy places its windows
+    from 2 to 3 FWHM), less every stretch within 1.5 FWHM of a line of the sample (weight
+    >= 0.05, any element, the line's own family included) and anything outside
+    ``energy_range_keV``. Free stretches narrower than half a FWHM are dropped.
+
+    Returns
+    -------
+    list of (float, float)
+        Zero or more windows, sorted by energy.
+    """
+    energy = line_energy_keV(line)
+    fwhm = float(xray_fwhm_keV(energy, resolution_mnka_eV))
+    near, far = (k * fwhm for k in BACKGROUND_REACH_FWHM)
+    free = [(max(energy - far, energy_range_keV[0]), energy - near),
+            (energy + near, min(energy + far, energy_range_keV[1]))]
+    for _, other in _lines_of(elements, BACKGROUND_LINE_WEIGHT):
+        clearance = LINE_CLEARANCE_FWHM * float(xray_fwhm_keV(other, resolution_mnka_eV))
+        free = [piece for low, high in free
+                for piece in ((low, min(high, other - clearance)),
+                              (max(low, other + clearance), high))
+                if piece[1] > piece[0]]
+    minimum = BACKGROUND_MIN_WIDTH_FWHM * fwhm
+    return sorted((float(low), float(high)) for low, high in free if high - low >= minimum)
+
+
+@dataclass(frozen=True)
+class LineWindows:
+    """The X-ray line of one element and its energy windows (keV)."""
+
+    element: str
+    line: str
+    energy_keV: float
+    fwhm_keV: float
+    integration_keV: tuple[float, float]
+    background_keV: tuple[tuple[float, float], ...]
+
+    def as_provenance(self) -> dict[str, Any]:
+        return {
+            "line": self.line,
+            "line_energy_keV": self.energy_keV,
+            "line_fwhm_keV": self.fwhm_keV,
+            "integration_window_keV": list(self.integration_keV),
+            "background_windows_keV": [list(w) for w in self.background_keV],
+        }
+
+
+def plan_lines(
+    elements: Sequence[str],
+    acquisition: Acquisition,
+    lines: Mapping[str, str] | None = None,
+    integration_fwhm: float = 1.2,
+    background: str | Mapping[str, Sequence[Sequence[float]]] = "auto",
+) -> dict[str, LineWindows]:
+    """Choose a line, an integration window and background windows for every element.
+
+    Parameters
+    ----------
+    elements : sequence of str
+        Element symbols of the sample.
+    acquisition : Acquisition
+        Energy axis, beam energy and detector resolution.
+    lines : mapping, optional
+        Element to line (``{"In": "In_La"}``); other elements get
+        :func:`~edxtomo.extract.lines.choose_line`. Entries of elements not in ``elements``
+        are ignored.
+    integration_fwhm : float
+        Integration window width in units of the line FWHM.
+    background : "auto", "none" or mapping
+        ``"auto"``: :func:`auto_background_windows`. ``"none"``: no background windows.
+        A mapping from element (or line) to a list of ``[low, high]`` keV windows; elements
+        it does not name get automatic windows.
+
+    Raises
+    ------
+    EdxtomoInputError
+        An unknown element or line, a line outside the spectrum's energy range, a window
+        outside it, or an unknown ``background`` value.
+    """
+    if integration_fwhm <= 0:
+        raise EdxtomoInputError(f"integration_fwhm must be positive, got {integration_fwhm}")
+    if isinstance(background, str) and background not in ("auto", "none"):
+        raise EdxtomoInputError(
+            f"background must be 'auto', 'none' or keV windows per element, got {background!r}"
+        )
+    energy_range = usable_range_keV(acquisition)
+    resolution = acquisition.resolution_mnka_eV
+    plan = {}
+    for element in elements:
+        element_lines(element)  # validates the symbol
+        line = (lines or {}).get(element)
+        if line is None:
+            try:
+                line = choose_line(element, elements, energy_range,
+                                   acquisition.beam_energy_keV, resolution, integration_fwhm)
+            except EdxtomoInputError as exc:
+                raise EdxtomoInputError(f"{acquisition.path}: {exc}") from None
+        elif line.split("_")[0] != element:
+            raise EdxtomoInputError(f"line {line!r} given for element {element} is not its line")
+        energy = line_energy_keV(line)
+        window = integration_window_keV(line, resolution, integration_fwhm)
+        _check_inside(window, energy_range, f"{line} integration window", acquisition.path)
+        if background == "none":
+            windows = []
+        elif isinstance(background, str) or not (element in background or line in background):
+            windows = auto_background_windows(line, elements, energy_range, resolution)
+            if not windows:
+                log.warning("no line-free background window near %s: its background is not "
+                            "subtracted (give its windows explicitly: extract: background)", line)
+        else:
+            windows = [tuple(map(float, w)) for w in background.get(element, background.get(line))]
+            for w in windows:
+                if len(w) != 2 or not w[0] < w[1]:
+                    raise EdxtomoInputError(
+                        f"{line} background window {list(w)} is not [low, high] in keV")
+                _check_inside(w, energy_range, f"{line} background window", acquisition.path)
+        overlaps = overlapping_lines(line, elements, resolution, integration_fwhm)
+        if overlaps:
+            log.warning("%s window overlaps %s: the windows method counts both (method: model "
+                        "unmixes them)", line, ", ".join(overlaps))
+        plan[element] = LineWindows(
+            element=element,
+            line=line,
+            energy_keV=energy,
+            fwhm_keV=float(xray_fwhm_keV(energy, resolution)),
+            integration_keV=(float(window[0]), float(window[1])),
+            background_keV=tuple(windows),
+        )
+        log.info("%s: %s at %.3f keV, window %.3f-%.3f keV, background %s", element, line,
+                 energy, window[0], window[1],
+                 ", ".join(f"{lo:.3f}-{hi:.3f}" for lo, hi in windows) or "none")
+    return plan
+
+
+def _check_inside(
+    window: Sequence[float], energy_range: tuple[float, float], what: str, path: Path
+) -> None:
+    if window[0] < energy_range[0] or window[1] > energy_range[1]:
+        raise EdxtomoInputError(
+            f"{path}: {what} {window[0]:.3f}-{window[1]:.3f} keV lies outside the usable "
+            f"energy range {energy_range[0]:.3f}-{energy_range[1]:.3f} keV of the spectrum "
+            "(energy axis, beam energy and zero peak)"
+        )
+
+
+def channel_range(
+    window_keV: Sequence[float], offset_keV: float, scale_keV: float, n_channel: int
+) -> tuple[int, int]:
+    """Channels ``[start, stop)`` of an energy window, rounded as HyperSpy's ``isig`` does.
+
+    Channel ``i`` is at ``offset_keV + i * scale_keV``.
+    """
+    start, stop = (int(np.round((e - offset_keV) / scale_keV)) for e in window_keV)
+    return min(max(start, 0), n_channel), min(max(stop, 0), n_channel)
+
+
+def merge_ranges(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Union of channel ranges as sorted, disjoint ranges."""
+    merged: list[tuple[int, int]] = []
+    for start, stop in sorted(r for r in ranges if r[1] > r[0]):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
+        else:
+            merged.append((start, stop))
+    return merged

@@ -1,0 +1,70 @@
+"""Data model and file formats shared by every stage.
+
+- :mod:`~edxtomo.io.series`: :class:`TiltSeries`, the calibrated tilt series every stage
+  passes on, and the channel and axis names.
+- :mod:`~edxtomo.io.atomic`: :func:`atomic_path`, through which every writer goes, so a
+  failure never leaves a partial file.
+- :mod:`~edxtomo.io.stacks`: tilt series as calibrated ``.hspy`` stacks (they also open as
+  ``etspy.TomoStack``), volumes as ImageJ TIFF and ``.hspy``, label volumes.
+- :mod:`~edxtomo.io.raw`: raw vendor files (Velox ``.emd``, Bruker ``.bcf``, ...) read
+  through rosettasciio: spectrum images, HAADF images and their calibration.
+- :mod:`~edxtomo.io.angles`: the ``.rawtlt`` reader and :func:`check_angles`.
+- :mod:`~edxtomo.io.maps`: the maps route, ready element stacks plus their angles.
+
+The package imports numpy only; HyperSpy, rosettasciio and tifffile are imported by the
+functions that need them. It imports nothing from the stages above it.
+"""
+
+from edxtomo.io.angles import check_angles, read_rawtlt
+from edxtomo.io.atomic import atomic_path
+from edxtomo.io.maps import load_maps_series
+from edxtomo.io.raw import (
+    SPECTRUM_IMAGE_CHUNK,
+    Acquisition,
+    acquisition_of,
+    check_raw_file,
+    pixel_size_nm_of,
+    read_haadf,
+    read_spectrum_image,
+    tilt_angle_deg,
+)
+from edxtomo.io.series import FRAME_AXIS_NAME, HAADF, TILT_AXIS_NAME, TiltSeries
+from edxtomo.io.stacks import (
+    BACKGROUND_DIR,
+    load_tilt_series,
+    read_stack,
+    read_volume,
+    read_volume_folder,
+    save_tilt_series,
+    write_labels,
+    write_stack,
+    write_volume,
+)
+
+__all__ = [
+    "BACKGROUND_DIR",
+    "FRAME_AXIS_NAME",
+    "HAADF",
+    "SPECTRUM_IMAGE_CHUNK",
+    "TILT_AXIS_NAME",
+    "Acquisition",
+    "TiltSeries",
+    "acquisition_of",
+    "atomic_path",
+    "check_angles",
+    "check_raw_file",
+    "load_maps_series",
+    "load_tilt_series",
+    "pixel_size_nm_of",
+    "read_haadf",
+    "read_rawtlt",
+    "read_spectrum_image",
+    "read_stack",
+    "read_volume",
+    "read_volume_folder",
+    "save_tilt_series",
+    "tilt_angle_deg",
+    "write_labels",
+    "write_stack",
+    "write_volume",
+]
