@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import ELEMENTS, make_specimen  # noqa: E402
 
 from edxtomo.deep import denoise_projections, reconstruct_deep  # noqa: E402
-from edxtomo.deep.pipeline import MbirOptions  # noqa: E402
+from edxtomo.options.deep import MBIR_WEIGHT  # noqa: E402
 from edxtomo.tomo import project, sirt  # noqa: E402
 from edxtomo.tomo.tv import mbir_l2, total_variation  # noqa: E402
 
@@ -72,7 +72,7 @@ def compare_solvers(size: int = 64) -> list[tuple[str, int, float]]:
     rng = np.random.default_rng(0)
     data = (expected + rng.normal(0, 0.05 * expected.max(), expected.shape)).astype(np.float32)
     peak = data.max(axis=(1, 2, 3), keepdims=True)
-    weights = np.asarray(MbirOptions().weights(ELEMENTS), np.float32)
+    weights = np.full(len(ELEMENTS), MBIR_WEIGHT, np.float32)
     rows = []
     for outer, inner in ((5, 10), (10, 20), (20, 20), (30, 30)):
         for solver in ("pdhg", "split_bregman"):

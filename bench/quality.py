@@ -38,9 +38,9 @@ import torch
 import yaml
 
 from edxtomo.deep import denoise_projections, reconstruct_deep
-from edxtomo.deep.pipeline import MbirOptions
 from edxtomo.io import TiltSeries
 from edxtomo.metrics import particle_region, psnr, ssim3d
+from edxtomo.options.deep import MBIR_WEIGHT
 from edxtomo.simulate.phantoms import build_specimen, voxelize
 from edxtomo.tomo import project, sirt
 from edxtomo.tomo.tv import mbir_l2, tv_kl
@@ -170,7 +170,7 @@ def _deep(series, angles, truth, region, seed, device, add) -> None:
 
 def _reference(expected, angles, truth, region, device, add) -> None:
     t = time.perf_counter()
-    clean_mbir = mbir_l2(expected, angles, weight=MbirOptions().weights(ELEMENTS),
+    clean_mbir = mbir_l2(expected, angles, weight=MBIR_WEIGHT,
                          device=device, progress=False)
     add("MBIR on noise-free data", _scores(clean_mbir, truth, region), time.perf_counter() - t)
     t = time.perf_counter()

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from edxtomo.config import ConfigError, load_samples, validate_config
+from edxtomo.config import load_samples, raw_inputs
+from edxtomo.errors import ConfigError
+from edxtomo.options import load_workflow_config
 
-CONFIG_SCHEMA = REPO_ROOT / "config" / "schemas" / "config.schema.yaml"
 SAMPLES_SCHEMA = REPO_ROOT / "config" / "schemas" / "samples.schema.yaml"
 
 
 @pytest.fixture
 def config():
     with open(REPO_ROOT / "config" / "config.yaml") as stream:
-        return validate_config(yaml.safe_load(stream), CONFIG_SCHEMA)
+        return load_workflow_config(yaml.safe_load(stream))
 
 
 def write_sheet(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -30,32 +30,44 @@ def write_sheet(path: Path, rows: list[dict[str, str]]) -> Path:
 
 
 def test_default_config_is_valid_and_gets_defaults(config):
-    assert config["seed"] == 0
-    assert config["extract"]["integration_fwhm"] > 0
-    assert config["reconstruct"]["sirt"]["iterations"] >= 1
+    assert config.seed == 0
+    assert config.extract.integration_fwhm > 0
+    assert config.reconstruct.sirt.iterations >= 1
     # A config without optional sections gets every default filled in.
-    minimal = validate_config({"samples": "config/samples.tsv"}, CONFIG_SCHEMA)
-    assert minimal["device"] == "auto"
-    assert minimal["align"]["refine"] == "projection_matching"
-    assert minimal["reconstruct"]["backend"] == "torch"
+    minimal = load_workflow_config({})
+    assert minimal.samples == "config/samples.tsv"
+    assert minimal.device == "auto"
+    assert minimal.align.refine == "projection_matching"
+    assert minimal.reconstruct.backend == "torch"
+    assert minimal.reconstruct.deep.denoise.steps == 400
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda c: c["reconstruct"].update(bogus=1), r"key 'reconstruct'.*'bogus'"),
+        (lambda c: c["reconstruct"].update(bogus=1),
+         r"key 'reconstruct\.bogus': Extra inputs are not permitted"),
         (lambda c: c["reconstruct"]["sirt"].update(iterations="many"),
-         r"key 'reconstruct\.sirt\.iterations'.*not of type 'integer'"),
-        (lambda c: c.update(device="tpu"), r"key 'device'.*'tpu'"),
-        (lambda c: c["extract"].update(integration_fwhm=0), r"key 'extract\.integration_fwhm'"),
-        (lambda c: c.update(unknown_stage={}), r"'unknown_stage' was unexpected"),
+         r"key 'reconstruct\.sirt\.iterations': Input should be a valid integer.*'many'"),
+        (lambda c: c.update(device="tpu"), r"key 'device': Input should be 'auto'.*'tpu'"),
+        (lambda c: c["extract"].update(integration_fwhm=0),
+         r"key 'extract\.integration_fwhm': Input should be greater than 0"),
+        (lambda c: c.update(unknown_stage={}), r"key 'unknown_stage'"),
+        (lambda c: c["reconstruct"]["tv"].update(weight=-1),
+         r"key 'reconstruct\.tv\.weight': Input should be greater than or equal to 0"),
+        (lambda c: c["analyze"].update(shell_threshold=1.5),
+         r"key 'analyze\.shell_threshold': Input should be less than 1 \(got 1\.5\)"),
+        (lambda c: c["reconstruct"]["deep"]["mbir"].update(reg="l1"),
+         r"key 'reconstruct\.deep\.mbir'.*data 'kl' works with reg 'tv'"),
+        (lambda c: c["reconstruct"]["deep"]["denoise"].update(networks="many"),
+         r"key 'reconstruct\.deep\.denoise\.networks': Input should be 'per_element'"),
     ],
 )
 def test_bad_config_names_the_key(config, change, message):
-    bad = copy.deepcopy(config)
+    bad = config.model_dump(mode="json")
     change(bad)
     with pytest.raises(ConfigError, match=message):
-        validate_config(bad, CONFIG_SCHEMA)
+        load_workflow_config(bad)
 
 
 def test_sample_sheet_resolves_raw_maps_and_simulated(tmp_path, config, monkeypatch):
@@ -77,6 +89,12 @@ def test_sample_sheet_resolves_raw_maps_and_simulated(tmp_path, config, monkeypa
     assert samples["raw_one"].pixel_size_nm == 0.25
     assert samples["maps_one"].elements == ("Se",)
     assert samples["demo"].simulated == "demo_qd"
+    # The plan must not depend on what exists on disk: the simulated sample is simulated
+    # whether or not its files exist, and its input is the simulate rule's folder.
+    (tmp_path / "resources/demo/demo_qd").mkdir(parents=True)
+    (tmp_path / "resources/demo/demo_qd/tilt_000.emd").write_bytes(b"")
+    assert load_samples(sheet, SAMPLES_SCHEMA, config)["demo"] == samples["demo"]
+    assert raw_inputs(samples["demo"]) == {"raw": "resources/demo/demo_qd"}
 
 
 @pytest.mark.parametrize(

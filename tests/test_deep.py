@@ -17,9 +17,6 @@ from conftest import shared_path
 
 import edxtomo.deep.training as training
 from edxtomo.deep import (
-    DenoiseOptions,
-    FinalOptions,
-    MbirOptions,
     TrainingDivergedError,
     choose_scheme,
     denoise_projections,
@@ -27,20 +24,23 @@ from edxtomo.deep import (
     reconstruct_deep,
 )
 from edxtomo.deep.denoise import split_counts, split_frames
-from edxtomo.errors import EdxtomoInputError
+from edxtomo.errors import ConfigError, EdxtomoInputError
 from edxtomo.io import TiltSeries
 from edxtomo.metrics import particle_region, psnr
+from edxtomo.options import DeepOptions, DenoiseOptions, EnrichOptions, parse_options
 from edxtomo.tomo import project, sirt
 from edxtomo.tomo.tv import tv_kl
 
 ANGLES = np.linspace(-60, 60, 13)
 ELEMENTS = ("In", "Se", "S")
 # CI-sized settings: a few seconds per network on 2 CPU cores
-FAST_DENOISE = {"steps": 40, "width": 8, "batch_size": 4, "patch_px": 32,
-                "inference_splits": 2, "checkpoint_every": 10}
-FAST_ENRICH = {"steps": 20, "width": 8, "batch_size": 4, "patch_px": 32}
-FAST_MBIR = {"outer": 5, "inner": 10}
-FAST_FINAL = {"iterations": 20}
+FAST_DENOISE = DenoiseOptions(steps=40, width=8, batch_size=4, patch_px=32, inference_splits=2,
+                              checkpoint_every=10)
+FAST_DEEP = DeepOptions.model_validate({
+    "enrich": {"steps": 20, "width": 8, "batch_size": 4, "patch_px": 32},
+    "mbir": {"outer": 5, "inner": 10},
+    "final": {"iterations": 20},
+})
 
 
 @pytest.fixture(autouse=True)
@@ -163,7 +163,8 @@ def test_float_maps_are_denoised_with_neighbor2neighbor(caplog):
 def test_denoising_reduces_the_error_of_the_counts():
     series, _, expected = _specimen(32)
     result = denoise_projections(series, seed=0, device="cpu",
-                                 options=FAST_DENOISE | {"steps": 80}, progress=False)
+                                 options=FAST_DENOISE.model_copy(update={"steps": 80}),
+                                 progress=False)
     assert result.scheme == "binomial"
     for i, element in enumerate(ELEMENTS):
         raw = np.mean((series.net_counts(element) - expected[i]) ** 2)
@@ -175,7 +176,7 @@ def test_denoising_reduces_the_error_of_the_counts():
 
 def test_same_seed_same_bytes_other_seed_other_result():
     series, _, _ = _specimen(16)
-    options = FAST_DENOISE | {"steps": 5}
+    options = FAST_DENOISE.model_copy(update={"steps": 5})
     runs = [denoise_projections(series, seed=seed, device="cpu", options=options,
                                 progress=False).projections["Se"] for seed in (3, 3, 4)]
     assert runs[0].tobytes() == runs[1].tobytes()
@@ -202,7 +203,7 @@ def test_denoising_rejects_non_finite_maps():
 
 def test_interrupted_training_resumes_to_the_same_result(tmp_path, monkeypatch):
     series, _, _ = _specimen(16)
-    options = FAST_DENOISE | {"steps": 30, "checkpoint_every": 10}
+    options = FAST_DENOISE.model_copy(update={"steps": 30, "checkpoint_every": 10})
     reference = denoise_projections(series, seed=0, device="cpu", options=options,
                                     progress=False)
     saved = []
@@ -229,8 +230,8 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path, monkeypatch):
 
 
 def test_options_reject_unknown_keys():
-    with pytest.raises(EdxtomoInputError, match="unknown denoise option.*'epochz'"):
-        DenoiseOptions.from_mapping({"epochz": 3})
+    with pytest.raises(ConfigError, match="key 'reconstruct.deep.denoise.epochz'"):
+        parse_options(DenoiseOptions, {"epochz": 3}, "reconstruct.deep.denoise")
 
 
 def test_dense_angles_cover_the_measured_range_in_1_degree_steps():
@@ -244,8 +245,7 @@ def test_dense_angles_cover_the_measured_range_in_1_degree_steps():
 def test_reconstruct_deep_returns_every_intermediate(tmp_path, caplog):
     series, truth, expected = _specimen(24)
     projections = dict(zip(ELEMENTS, expected, strict=True))
-    options = {"mbir": FAST_MBIR, "enrich": FAST_ENRICH, "final": FAST_FINAL}
-    result = reconstruct_deep(projections, ANGLES, seed=0, device="cpu", **options,
+    result = reconstruct_deep(projections, ANGLES, FAST_DEEP, seed=0, device="cpu",
                               checkpoint_dir=tmp_path, progress=False)
     assert set(result.volumes) == set(ELEMENTS)
     reference = sirt(expected, ANGLES, iterations=1, device="cpu", progress=False)
@@ -253,12 +253,12 @@ def test_reconstruct_deep_returns_every_intermediate(tmp_path, caplog):
     assert result.mbir_volumes["Se"].shape == (24, 24, 24)
     assert result.enriched_views["S"].shape == (121, 24, 24)
     np.testing.assert_allclose(result.dense_angles_deg, np.arange(-60, 61))
-    assert len(result.losses["enrich"]) == FAST_ENRICH["steps"]
+    assert len(result.losses["enrich"]) == FAST_DEEP.enrich.steps
     assert set(result.seconds) == {"mbir", "enrich", "final"}
     assert (tmp_path / "mbir.npz").exists() and (tmp_path / "enrich.pt").exists()
     # a rerun (an interrupted job restarted) takes the finished steps from the checkpoints
     with caplog.at_level(logging.INFO, logger="edxtomo.deep"):
-        again = reconstruct_deep(projections, ANGLES, seed=0, device="cpu", **options,
+        again = reconstruct_deep(projections, ANGLES, FAST_DEEP, seed=0, device="cpu",
                                  checkpoint_dir=tmp_path, progress=False)
     assert "model-based volumes taken from" in caplog.text
     assert "view enrichment: resumed from" in caplog.text
@@ -266,10 +266,10 @@ def test_reconstruct_deep_returns_every_intermediate(tmp_path, caplog):
 
 
 def test_model_based_options_are_checked():
-    with pytest.raises(EdxtomoInputError, match="'kl' works with reg 'tv'"):
-        MbirOptions.from_mapping({"data": "kl", "reg": "l1"})
-    with pytest.raises(EdxtomoInputError, match="final method"):
-        FinalOptions.from_mapping({"method": "art"})
+    with pytest.raises(ConfigError, match="'kl' works with reg 'tv'"):
+        parse_options(DeepOptions, {"mbir": {"data": "kl", "reg": "l1"}})
+    with pytest.raises(ConfigError, match="key 'final.method'"):
+        parse_options(DeepOptions, {"final": {"method": "art"}})
 
 
 @pytest.mark.slow
@@ -277,9 +277,11 @@ def test_deep_beats_tv_kl_at_real_dose():
     series, truth, _ = _specimen(32, counts=600.0, seed=5)
     region = particle_region(truth)
     denoised = denoise_projections(series, seed=0, device="cpu",
-                                   options={"steps": 400, "patch_px": 32}, progress=False)
-    result = reconstruct_deep(denoised.projections, ANGLES, seed=0, device="cpu",
-                              enrich={"steps": 100, "patch_px": 32}, progress=False)
+                                   options=DenoiseOptions(steps=400, patch_px=32),
+                                   progress=False)
+    deep = DeepOptions(enrich=EnrichOptions(steps=100, patch_px=32))
+    result = reconstruct_deep(denoised.projections, ANGLES, deep, seed=0, device="cpu",
+                              progress=False)
     gross = np.stack([series.channels[e] for e in ELEMENTS]).astype(np.float32)
     background = np.stack([series.background[e] for e in ELEMENTS])
     # weight 1.0: the best of {0.3, 1, 3} for every element on specimens of seeds 5-7
@@ -306,8 +308,8 @@ def test_frame_splitting_denoises_a_real_acquisition():
     series = TiltSeries(train | {"HAADF": haadf[None, :7].mean(axis=1)}, [0.0], 1.0)
     result = denoise_projections(
         series, seed=0, device="cpu", progress=False,
-        options={"steps": 60, "width": 8, "batch_size": 1, "patch_px": 64,
-                 "inference_splits": 4})
+        options=DenoiseOptions(steps=60, width=8, batch_size=1, patch_px=64,
+                               inference_splits=4))
     assert result.scheme == "frames"
     for element, stack in frames.items():
         target = stack[7:].sum(axis=0) * 7 / 8  # same dose as the 7 training frames
@@ -332,8 +334,8 @@ def test_count_splitting_denoises_the_real_tilt_series():
     series = TiltSeries(half_a, angles, 1.0)
     result = denoise_projections(
         series, seed=0, device="cpu", progress=False,
-        options={"steps": 40, "width": 8, "batch_size": 4, "patch_px": 64,
-                 "inference_splits": 1})
+        options=DenoiseOptions(steps=40, width=8, batch_size=4, patch_px=64,
+                               inference_splits=1))
     assert result.scheme == "binomial"
     for element, full in counts.items():
         target = full - half_a[element]

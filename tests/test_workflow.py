@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import yaml
 from conftest import REPO_ROOT
 
 from edxtomo import io
+from edxtomo.options import load_workflow_config
 
 pytestmark = pytest.mark.workflow
 
@@ -27,9 +29,37 @@ def snakemake(*args: str, cwd: Path = REPO_ROOT, timeout: int = 600) -> subproce
 
 
 def fresh_workdir(path: Path) -> Path:
-    """A working directory holding what a fresh clone has: the config and the presets."""
-    shutil.copytree(REPO_ROOT / "config", path / "config")
+    """A working directory with the test configuration (.test/config) and the presets."""
+    shutil.copytree(REPO_ROOT / ".test" / "config", path / "config")
     shutil.copytree(REPO_ROOT / "resources" / "specimens", path / "resources" / "specimens")
+    return path
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a dry run (empty: nothing to do)."""
+    assert result.returncode == 0, result.stderr + result.stdout
+    lines = (result.stdout + result.stderr).splitlines()
+    if not any(line.startswith("Job stats:") for line in lines):
+        return {}
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats:")) + 3
+    jobs = {}
+    for line in lines[start:]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def with_changed_option(workdir: Path, section: list[str], key: str, value) -> Path:
+    """A copy of the test configuration with one option changed, as a --configfile."""
+    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    node = config
+    for name in section:
+        node = node.setdefault(name, {})
+    node[key] = value
+    path = workdir / f"changed_{key}.yaml"
+    path.write_text(yaml.safe_dump(config))
     return path
 
 
@@ -50,6 +80,19 @@ def test_dry_run_with_slurm_profile(tmp_path):
     assert "reconstruct_deep" in result.stdout
 
 
+def test_planning_does_not_import_torch(tmp_path):
+    """Snakemake plans the demo with a torch that cannot be imported."""
+    poisoned = tmp_path / "poisoned"
+    (poisoned / "torch").mkdir(parents=True)
+    (poisoned / "torch" / "__init__.py").write_text("raise ImportError('torch at planning')\n")
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"),
+               "--directory", str(fresh_workdir(tmp_path / "work")), "-n", "--cores", "2"]
+    env = {**os.environ, "PYTHONPATH": str(poisoned)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reconstruct_deep" in result.stdout
+
+
 def test_lint_is_clean():
     result = snakemake("--lint")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -57,7 +100,7 @@ def test_lint_is_clean():
 
 def test_bad_config_stops_before_any_job(tmp_path):
     config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
-    config["reconstruct"]["sirt"]["iterations"] = "many"
+    config["reconstruct"]["sirt"] = {"iterations": "many"}
     config["samples"] = str(REPO_ROOT / "config" / "samples.tsv")
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
     result = snakemake("-n", "--configfile", str(tmp_path / "bad.yaml"), cwd=tmp_path)
@@ -87,9 +130,36 @@ def demo_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_finished_run_plans_nothing(demo_run):
+    assert planned_jobs(snakemake("-n", "--cores", "2", cwd=demo_run)) == {}
+
+
+@pytest.mark.slow
+def test_changed_deep_option_replans_only_the_deep_branch(demo_run):
+    changed = with_changed_option(demo_run, ["reconstruct", "deep", "enrich"], "steps", 61)
+    jobs = planned_jobs(snakemake("-n", "--cores", "2", "--configfile", str(changed),
+                                  cwd=demo_run))
+    assert jobs.get("reconstruct_deep") == 1
+    assert set(jobs) <= {"reconstruct_deep", "analyze", "figure_slices", "figure_thickness",
+                         "figure_segmentation", "tables", "figure_distributions", "all"}
+    # Only the deep volume's own analysis and figures follow it.
+    assert jobs["analyze"] == 1 and jobs["figure_slices"] == 1
+
+
+@pytest.mark.slow
+def test_changed_sirt_option_does_not_touch_deep(demo_run):
+    changed = with_changed_option(demo_run, ["reconstruct", "sirt"], "iterations", 51)
+    jobs = planned_jobs(snakemake("-n", "--cores", "2", "--configfile", str(changed),
+                                  cwd=demo_run))
+    assert jobs.get("reconstruct") == 1
+    assert "reconstruct_deep" not in jobs and "align" not in jobs and "extract" not in jobs
+
+
+@pytest.mark.slow
 def test_demo_runs_end_to_end(demo_run):
-    config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
-    methods = config["reconstruct"]["methods"]
+    config = load_workflow_config(yaml.safe_load(
+        (REPO_ROOT / ".test" / "config" / "config.yaml").read_text()))
+    methods = config.reconstruct.methods
     sample = demo_run / "results" / "demo_qd"
     truth = demo_run / "resources" / "demo" / "demo_qd" / "truth"
     n_tilts = yaml.safe_load((REPO_ROOT / "resources/specimens/qd_demo.yaml").read_text())[
@@ -116,12 +186,12 @@ def test_demo_runs_end_to_end(demo_run):
 
     particles = pd.read_csv(demo_run / "results/tables/particles.tsv", sep="\t")
     n_true = len(json.loads((truth / "particles.json").read_text())["particles"])
-    for method in config["analyze"]["methods"]:
+    for method in config.analyze.methods:
         rows = particles[particles["method"] == method]
         assert rows["particle"].nunique() == n_true, method
         assert set(rows["element"]) == {"In", "P", "Se", "S", "Zn"}
     summary = pd.read_csv(demo_run / "results/tables/samples.tsv", sep="\t")
-    assert set(summary["method"]) == set(config["analyze"]["methods"])
+    assert set(summary["method"]) == set(config.analyze.methods)
     for figure in ("spectrum", "alignment"):
         assert (demo_run / f"results/figures/demo_qd/{figure}.png").stat().st_size > 10_000
     assert (demo_run / "results/figures/thickness_distributions.png").exists()
