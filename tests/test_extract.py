@@ -33,6 +33,7 @@ from edxtomo.extract import (
     xray_fwhm_keV,
 )
 from edxtomo.io import Acquisition, load_tilt_series, save_tilt_series
+from edxtomo.options import ExtractOptions
 
 QD_ELEMENTS = ["In", "P", "Se", "S", "Zn"]
 FULL_RANGE = (0.2, 40.0)
@@ -360,7 +361,7 @@ def test_keep_frames_adds_up_to_the_summed_maps(tmp_path):
     families = {"Zn": {"K": 1.0}}
     paths, truth, _ = _series_truth(tmp_path, np.random.default_rng(4), families, {"Zn": 3000.0},
                                     angles=(-10.0, 10.0), shape=(12, 12), n_frame=3)
-    framed, _ = extract_tilt_series(paths, elements=["Zn"], keep_frames=True)
+    framed, _ = extract_tilt_series(paths, ExtractOptions(keep_frames=True), elements=["Zn"])
     summed, _ = extract_tilt_series(paths, elements=["Zn"])
     assert framed.channels["Zn"].shape == (2, 3, 12, 12)
     np.testing.assert_array_equal(framed.summed("Zn"), summed.channels["Zn"])
@@ -376,7 +377,8 @@ def test_model_unmixes_overlapping_lines(tmp_path):
     totals = {"P": 3000.0, "Au": 30000.0}
     paths, truth, spectra = _series_truth(tmp_path, np.random.default_rng(5), families, totals)
     windows, _ = extract_tilt_series(paths, elements=["P", "Au"])
-    model, summed = extract_tilt_series(paths, elements=["P", "Au"], method="model")
+    model, summed = extract_tilt_series(paths, ExtractOptions(method="model"),
+                                        elements=["P", "Au"])
     prov = model.provenance
     assert prov["channels"]["P"]["counts"] is False and model.background == {}
     assert model.channels["P"].dtype == np.float32
@@ -421,12 +423,12 @@ def test_model_signature_of_an_absent_element():
 def test_bad_arguments(tmp_path):
     paths, _, _ = _series_truth(tmp_path, np.random.default_rng(6), {"Zn": {"K": 1.0}},
                                 {"Zn": 500.0}, angles=(0.0, 5.0), shape=(6, 6))
-    with pytest.raises(EdxtomoInputError, match="method must be 'windows' or 'model'"):
-        extract_tilt_series(paths, elements=["Zn"], method="fit")
+    with pytest.raises(EdxtomoInputError, match="key 'extract.method': Input should be 'windows'"):
+        extract_tilt_series(paths, {"method": "fit"}, elements=["Zn"])
     with pytest.raises(EdxtomoInputError, match="no raw files"):
         extract_tilt_series([], elements=["Zn"])
-    with pytest.raises(EdxtomoInputError, match="integration_fwhm must be positive"):
-        extract_tilt_series(paths, elements=["Zn"], integration_fwhm=0)
+    with pytest.raises(EdxtomoInputError, match="key 'extract.integration_fwhm'"):
+        extract_tilt_series(paths, {"integration_fwhm": 0}, elements=["Zn"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,7 +521,7 @@ def test_simulated_net_counts_match_truth(simulated):
 @pytest.mark.slow
 def test_simulated_frames_add_up(simulated):
     series = simulated["series"]
-    framed, _ = extract_tilt_series(simulated["paths"], keep_frames=True)
+    framed, _ = extract_tilt_series(simulated["paths"], ExtractOptions(keep_frames=True))
     for element in series.elements:
         assert framed.channels[element].shape == (5, 3, 40, 48)
         np.testing.assert_array_equal(framed.summed(element), series.channels[element])

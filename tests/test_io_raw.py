@@ -23,6 +23,7 @@ from edxtomo.io import (
     read_stack,
     write_stack,
 )
+from edxtomo.options import ExtractOptions
 
 VELOX = ("real", "velox_si_16x16_2frames.emd")
 VELOX_EMPTY = ("real", "velox_si_empty_element_selection.emd")
@@ -80,7 +81,7 @@ def test_velox_counts_equal_hyperspy_window_sums(velox_series):
 
 def test_velox_frames_add_up(velox_series):
     path, series, _ = velox_series
-    framed, _ = extract_tilt_series([path], keep_frames=True)
+    framed, _ = extract_tilt_series([path], ExtractOptions(keep_frames=True))
     naive, _ = _naive_window_counts(path, series, sum_frames=False)
     for element in series.elements:
         assert framed.channels[element].shape == (1, 2, 16, 16)
@@ -120,7 +121,8 @@ def test_bruker_line_below_the_zero_peak():
 
 def test_line_outside_energy_range():
     with pytest.raises(EdxtomoInputError, match="Au_Ka integration window .* lies outside"):
-        extract_tilt_series([shared_path(*VELOX)], elements=["Au"], lines={"Au": "Au_Ka"})
+        extract_tilt_series([shared_path(*VELOX)], ExtractOptions(lines={"Au": "Au_Ka"}),
+                            elements=["Au"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +243,7 @@ def test_frame_counts_differ(tmp_path):
     paths = [_synthetic(tmp_path, "a.hspy", 0.0, n_frame=2),
              _synthetic(tmp_path, "b.hspy", 10.0, n_frame=3)]
     with pytest.raises(EdxtomoInputError, match="b.hspy: 3 frames but .*a.hspy has 2"):
-        extract_tilt_series(paths, elements=["Zn"], keep_frames=True)
+        extract_tilt_series(paths, ExtractOptions(keep_frames=True), elements=["Zn"])
     series, _ = extract_tilt_series(paths, elements=["Zn"])  # frames summed: fine
     assert series.channels["Zn"].shape == (2, 6, 6)
 

@@ -14,6 +14,8 @@ the gross counts in each element's integration window plus a background model
 - :mod:`~edxtomo.extract.background`: the background under each window, per tilt and pixel.
 - :mod:`~edxtomo.extract.model`: the EDS-model fit and the unmixing of overlapping lines.
 - :mod:`~edxtomo.extract.series`: :func:`extract_tilt_series`, the whole stage over the files.
+- :mod:`~edxtomo.extract.sample`: :func:`extract_sample`, one row of the sample sheet (raw
+  files or ready maps), and :func:`write_extracted`, the folder of the ``extract`` rule.
 """
 
 from edxtomo.extract.background import background_maps, smooth_continuum, window_background
@@ -40,6 +42,7 @@ from edxtomo.extract.model import (
     unmixing_matrix,
 )
 from edxtomo.extract.reduction import reduce_spectrum_image
+from edxtomo.extract.sample import extract_sample, raw_files, write_extracted
 from edxtomo.extract.series import SummedSpectrum, extract_tilt_series
 from edxtomo.extract.windows import (
     BACKGROUND_LINE_WEIGHT,
@@ -54,6 +57,9 @@ from edxtomo.extract.windows import (
 )
 
 __all__ = [
+    "extract_sample",
+    "raw_files",
+    "write_extracted",
     "BACKGROUND_LINE_WEIGHT",
     "BACKGROUND_MIN_WIDTH_FWHM",
     "BACKGROUND_REACH_FWHM",

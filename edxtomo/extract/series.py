@@ -34,6 +34,7 @@ from edxtomo.io import (
     read_haadf,
     read_spectrum_image,
 )
+from edxtomo.options import ExtractOptions, parse_options
 
 log = logging.getLogger(__name__)
 
@@ -227,15 +228,11 @@ def _read_tilts(
 
 def extract_tilt_series(
     raw_paths: Sequence[str | os.PathLike],
+    options: ExtractOptions | None = None,
+    *,
     elements: Sequence[str] | None = None,
-    lines: Mapping[str, str] | None = None,
-    integration_fwhm: float = 1.2,
-    background: str | Mapping[str, Sequence[Sequence[float]]] = "auto",
-    method: str = "windows",
-    keep_frames: bool = False,
     angles_deg: Sequence[float] | None = None,
     pixel_size_nm: float | None = None,
-    background_sigma_px: float = 2.0,
 ) -> tuple[TiltSeries, SummedSpectrum]:
     """Extract element maps, HAADF, angles and pixel size from raw files, one per tilt.
 
@@ -243,26 +240,17 @@ def extract_tilt_series(
     ----------
     raw_paths : sequence of path-like
         One spectrum-image file per tilt, any order.
+    options : ExtractOptions, optional
+        Lines, windows, method (``"windows"``: gross window counts plus a background model,
+        integer counts; ``"model"``: EDS-model unmixing, float net counts), frames.
+        Default ``ExtractOptions()``.
     elements : sequence of str, optional
-        Element symbols; default the element selection stored in the first file.
-    lines : mapping of str to str, optional
-        X-ray line per element (``{"In": "In_La"}``), overriding
-        :func:`~edxtomo.extract.lines.choose_line`.
-    integration_fwhm : float
-        Integration window width in units of the detector FWHM at the line.
-    background : "auto", "none" or mapping
-        Background windows (see :func:`~edxtomo.extract.windows.plan_lines`).
-    method : {"windows", "model"}
-        ``"windows"``: gross window counts plus a background model (integer counts).
-        ``"model"``: EDS-model unmixing of overlapping lines (float net counts).
-    keep_frames : bool
-        Keep the frames: element stacks become ``(n_tilt, n_frame, ny, nx)``.
+        Element symbols (a sample sheet's own); default ``options.elements``, and when that
+        is empty the element selection stored in the first file.
     angles_deg : sequence of float, optional
         Tilt angle of each file in ``raw_paths`` order, overriding the metadata.
     pixel_size_nm : float, optional
         Pixel size in nm, overriding the metadata.
-    background_sigma_px : float
-        Smoothing of the continuum map that spreads the background over the pixels.
 
     Returns
     -------
@@ -279,8 +267,11 @@ def extract_tilt_series(
         A bad file, missing or duplicate angles, inconsistent shapes, pixel sizes or energy
         axes, no elements, or a line outside the energy range.
     """
-    if method not in ("windows", "model"):
-        raise EdxtomoInputError(f"method must be 'windows' or 'model', got {method!r}")
+    options = parse_options(ExtractOptions, options, "extract")
+    method, integration_fwhm, background = (options.method, options.integration_fwhm,
+                                            options.background)
+    keep_frames, background_sigma_px = options.keep_frames, options.background_sigma_px
+    elements = list(elements or options.elements) or None
     paths = [check_raw_file(p) for p in raw_paths]
     if not paths:
         raise EdxtomoInputError("no raw files given for the tilt series")
@@ -292,7 +283,7 @@ def extract_tilt_series(
                 f"(first file {paths[0]})"
             )
         check_angles(angles_deg, source="angles_deg", unique=True)
-    plan_options = {"lines": lines, "integration_fwhm": integration_fwhm,
+    plan_options = {"lines": dict(options.lines), "integration_fwhm": integration_fwhm,
                     "background": background}
     tilts, windows = _read_tilts(paths, elements, plan_options, keep_frames,
                                  pixel_size_nm is not None)
