@@ -6,16 +6,23 @@ Output layout
 -------------
 resources/demo/{specimen}/             simulated Velox files tilt_NNN.emd, truth/ (simulate)
 results/{sample}/extracted/            {channel}.hspy, background/{element}.hspy,
-                                       spectrum.hspy (extract)
+                                       spectrum.tsv, windows.tsv (extract)
 results/{sample}/aligned/              {channel}.hspy, background/, transforms.tsv,
                                        diagnostics.npz (align)
 results/{sample}/recon/{method}/       {channel}.tif and .hspy volumes (reconstruct;
-                                       method: sirt, fbp, tv, deep)
+                                       method: sirt, fbp, tv, deep); deep also writes
+                                       denoised/, mbir/, enriched/, losses.tsv
 results/{sample}/analysis/{method}/    labels.tif, particles.tsv, thickness.tsv,
                                        thickness_maps.npz (analyze)
 results/tables/                        particles.tsv, samples.tsv (tables)
 results/figures/                       report figures (figure_*)
 logs/{rule}/...                        one log per job
+logs/reconstruct/{sample}_deep_checkpoints/
+                                       deep training checkpoints, declared as a log so
+                                       that an interrupted job resumes from them
+
+Configuration: config/config.yaml (config/README.md lists every key), validated against
+the options classes of edxtomo.options before any job is planned.
 """
 
 from snakemake.utils import min_version

@@ -1,8 +1,9 @@
 """Configuration and sample-sheet validation for the workflow.
 
-The Snakefile calls :func:`validate_config` and :func:`load_samples` before it builds the
-DAG, so a bad key, a wrong type, a sample row pointing at no file or a duplicate sample
-name stops the run before any job, with a message that names the key or the row.
+The workflow validates the configuration (:func:`edxtomo.options.load_workflow_config`) and
+calls :func:`load_samples` before it builds the DAG, so a bad key, a wrong type, a sample row
+pointing at no file or a duplicate sample name stops the run before any job, with a message
+that names the key or the row.
 """
 
 from __future__ import annotations
