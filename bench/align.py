@@ -10,15 +10,15 @@ projected by ``edxtomo.tomo.project``:
 - ``EDX``: 13 tilts over +-60 degrees, In (core), Se and S (shell) maps with 1,000 counts
   per element and tilt plus 0.002 background counts per pixel, Poisson; no HAADF.
 
-Methods: ``edxtomo`` (``align_series`` defaults: rotation scan, sequential registration,
-projection matching), ``edxtomo, no PM`` (``refine="none"``), and ``etspy`` (the same
-reference stack, transposed to etspy's axis along x: ``stack_register("PC")`` then
-``tilt_align("CoM")``, the etspy tutorial's path). Figures: wall time per tilt; the RMS
-translation error against the truth, up to what the data cannot tell (a specimen shift in
-x-z and a common y shift; edxtomo only, etspy keeps its own conventions); the axis-rotation
-error; and for every method, and the unaligned input, the misfit ``||A x - b|| / ||b||`` of a
-50-iteration SIRT of the aligned reference binned by 2 (convention free). The ratio row is
-etspy's time over edxtomo's.
+Methods: ``edxtomo`` (``align_series`` with the default ``AlignOptions``: rotation scan,
+sequential registration, projection matching), ``edxtomo, no PM`` (``refine="none"``), and
+``etspy`` (the same reference stack, transposed to etspy's axis along x:
+``stack_register("PC")`` then ``tilt_align("CoM")``, the etspy tutorial's path). Figures:
+wall time per tilt; the RMS translation error against the truth, up to what the data cannot
+tell (a specimen shift in x-z and a common y shift; edxtomo only, etspy keeps its own
+conventions); the axis-rotation error; and for every method, and the unaligned input, the
+misfit ``||A x - b|| / ||b||`` of a 50-iteration SIRT of the aligned reference binned by 2
+(convention free). The ratio row is etspy's time over edxtomo's.
 
 Usage::
 
@@ -149,15 +149,17 @@ def run_etspy(reference: np.ndarray, angles_deg: np.ndarray) -> tuple[float, np.
 
 def bench_case(case: str, options) -> list[tuple]:
     from edxtomo.align import align_series, reference_stack
+    from edxtomo.options.align import AlignOptions
 
     series, truth = misaligned_series(case, options.seed, options.device)
     angles = series.angles_deg
     name, reference = reference_stack(series)
     rows = [(case, "unaligned", "", "", "", sirt_misfit(reference, angles, options.device))]
-    for label, kwargs in (("edxtomo", {}), ("edxtomo, no PM", {"refine": "none"})):
+    for label, align_options in (("edxtomo", AlignOptions()),
+                                 ("edxtomo, no PM", AlignOptions(refine="none"))):
         start = time.perf_counter()
-        aligned, transforms, _ = align_series(series, device=options.device, progress=False,
-                                              **kwargs)
+        aligned, transforms, _ = align_series(series, align_options, device=options.device,
+                                              progress=False)
         per_tilt = (time.perf_counter() - start) / series.n_tilt
         rows.append((
             case, label, per_tilt, translation_error_px(transforms, angles, truth),

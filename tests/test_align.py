@@ -18,13 +18,17 @@ from scipy import ndimage
 
 from edxtomo.align import (
     TRANSFORM_COLUMNS,
+    RegistrationFailed,
     align_series,
+    apply_to_series,
     apply_transforms,
+    estimate_transforms,
     read_transforms,
     write_transforms,
 )
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import HAADF, TiltSeries
+from edxtomo.options.align import AlignOptions
 
 # (x, y, z) centre, core radius, shell radius, as fractions of the field width. Spread in x, y
 # and z so that every misalignment parameter moves some feature (lever arms for the rotation).
@@ -213,7 +217,7 @@ def test_align_series_moves_frames_channels_and_backgrounds_alike():
         angles, 1.0, background={"Zn": np.full(shell.shape, 0.5, np.float32)},
     )
     aligned, transforms, _ = align_series(
-        series, refine="none", axis_rotation_deg=3.0, progress=False
+        series, AlignOptions(refine="none", axis_rotation_deg=3.0), progress=False
     )
     assert aligned.channels[HAADF].shape == frames.shape
     assert aligned.channels["Zn"].dtype == np.float32
@@ -307,14 +311,20 @@ def test_pure_noise_cannot_be_aligned():
     rng = np.random.default_rng(15)
     angles = np.linspace(-40, 40, 5)
     noise = {"Zn": rng.poisson(3000 / 128**2, size=(5, 128, 128)).astype(np.int32)}
-    with pytest.raises(EdxtomoInputError, match="fewer than 2 of 5 views correlate"):
-        align_series(TiltSeries(noise, angles, 1.0), axis_rotation_deg=0.0, progress=False)
-    with pytest.raises(EdxtomoInputError, match="no axis rotation within"):
+    with pytest.raises(RegistrationFailed, match="fewer than 2 of 5 views correlate"):
+        align_series(TiltSeries(noise, angles, 1.0), AlignOptions(axis_rotation_deg=0.0),
+                     progress=False)
+    with pytest.raises(RegistrationFailed, match="no axis rotation within"):
         align_series(TiltSeries(noise, angles, 1.0), progress=False)
 
 
 def test_chance_correlation_bounds_noise_correlations():
-    from edxtomo.align import _register, _Registration, _spectrum, chance_correlation
+    from edxtomo.align.registration import (
+        _register,
+        _Registration,
+        _spectrum,
+        chance_correlation,
+    )
 
     rng = np.random.default_rng(16)
     reg = _Registration(1.0, 16.0, 4, False, -1.0, 1, "cpu")
@@ -329,17 +339,56 @@ def test_chance_correlation_bounds_noise_correlations():
 
 
 def test_bad_options():
+    from pydantic import ValidationError
+
     series = _small_series()
+    # A channel the series does not have is a problem of the data, found by align.
     with pytest.raises(EdxtomoInputError, match="unknown alignment reference 'Au'"):
-        align_series(series, reference="Au")
-    with pytest.raises(EdxtomoInputError, match="unknown refine"):
-        align_series(series, refine="magic")
+        align_series(series, AlignOptions(reference="Au"))
+    # Single values are checked by the options class ...
+    with pytest.raises(ValidationError, match="refine"):
+        AlignOptions(refine="magic")
+    with pytest.raises(ValidationError, match="pm_iterations"):
+        AlignOptions(pm_iterations=-1)
+    # ... relations between values by estimate_transforms.
     with pytest.raises(EdxtomoInputError, match="bandpass_px"):
-        align_series(series, bandpass_px=(8.0, 2.0))
-    with pytest.raises(EdxtomoInputError, match="pm_iterations must be an integer >= 0"):
-        align_series(series, pm_iterations=-1)
-    with pytest.raises(EdxtomoInputError, match="axis_search_deg and axis_step_deg"):
-        align_series(series, axis_search_deg=0)
+        align_series(series, AlignOptions(bandpass_px=(8.0, 2.0)))
+    with pytest.raises(EdxtomoInputError, match="axis_search_deg must be positive"):
+        align_series(series, AlignOptions(axis_search_deg=0))
+
+
+def test_missing_gpu_is_named_not_hidden_by_the_rotation_scan():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    with pytest.raises(EdxtomoInputError, match="no CUDA GPU") as raised:
+        align_series(_small_series(), AlignOptions(), device="cuda", progress=False)
+    assert "no axis rotation" not in str(raised.value)
+
+
+def test_rotation_scan_skips_only_failed_registrations(monkeypatch):
+    # Any other input error inside the scan (here from the consistency score) propagates
+    # with its own message instead of reading as "no axis rotation".
+    import edxtomo.align.rotation as rotation
+
+    def broken(*args, **kwargs):
+        raise EdxtomoInputError("reconstruction refused its input")
+
+    monkeypatch.setattr(rotation, "_consistency", broken)
+    with pytest.raises(EdxtomoInputError, match="reconstruction refused its input"):
+        align_series(_small_series(), AlignOptions(), device="cpu", progress=False)
+
+
+def test_estimate_then_apply_is_align_series():
+    series = _small_series()
+    options = AlignOptions(refine="none", axis_rotation_deg=0.0)
+    transforms, diagnostics = estimate_transforms(series, options, progress=False)
+    aligned = apply_to_series(series, transforms)
+    aligned_too, transforms_too, _ = align_series(series, options, progress=False)
+    pd.testing.assert_frame_equal(transforms, transforms_too)
+    np.testing.assert_array_equal(aligned.channels[HAADF], aligned_too.channels[HAADF])
+    assert diagnostics["sinogram_after"].shape == (series.n_tilt, 32)
 
 
 # --- accuracy against analytic truth ------------------------------------------------------
@@ -357,7 +406,9 @@ def test_haadf_alignment_accuracy():
     haadf = rng.poisson(haadf * 2000 / haadf.max()).astype(np.float32)
     series = TiltSeries({HAADF: haadf}, angles, 0.5)
     # Registration on a 64 px copy (CI time); the errors below are in the 128 px pixels.
-    aligned, transforms, diagnostics = align_series(series, working_size_px=64, progress=False)
+    aligned, transforms, diagnostics = align_series(
+        series, AlignOptions(working_size_px=64), progress=False
+    )
 
     # The figures: 0.5 px RMS for the translations, 0.5 deg for the axis rotation.
     assert _translation_error_px(transforms, angles, alpha, offset, shifts) <= 0.5
@@ -413,7 +464,7 @@ def test_sequential_registration_alone_with_a_known_axis():
     core, shell = _measured_maps(64, angles, alpha, offset, shifts)
     series = TiltSeries({HAADF: (core + shell).astype(np.float32)}, angles, 1.0)
     _, transforms, diagnostics = align_series(
-        series, refine="none", axis_rotation_deg=alpha, progress=False
+        series, AlignOptions(refine="none", axis_rotation_deg=alpha), progress=False
     )
     assert diagnostics["pm_residual"].shape == (0, len(angles))
     assert diagnostics["axis_scan_deg"].size == 0
@@ -447,7 +498,7 @@ def test_paper_sqd1_alignment_lowers_the_reprojection_error():
     angles = read_rawtlt(folder / "sqd1.rawtlt")
     channels = {e: tifffile.imread(folder / f"{e}.tif") for e in ("Se", "S", "Zn")}
     series = TiltSeries(channels, angles, 1.0)
-    aligned, transforms, _ = align_series(series, working_size_px=64, progress=False)
+    aligned, transforms, _ = align_series(series, AlignOptions(working_size_px=64), progress=False)
 
     assert transforms["registered"].all()
     raw = sum(c.astype(np.float32) for c in channels.values())
@@ -471,7 +522,7 @@ def test_etspy_needle_alignment_lowers_the_reprojection_error():
     data = np.asarray(needle.data, dtype=np.float32)[::3].transpose(0, 2, 1)
     data = data.reshape(len(angles), 128, 2, 128, 2).mean(axis=(2, 4))
     series = TiltSeries({HAADF: data}, angles, 2 * float(needle.axes_manager[1].scale))
-    aligned, transforms, _ = align_series(series, working_size_px=64, progress=False)
+    aligned, transforms, _ = align_series(series, AlignOptions(working_size_px=64), progress=False)
 
     misfit_raw = _sirt_misfit(data, angles, 1)
     misfit_aligned = _sirt_misfit(aligned.channels[HAADF], angles, 1)
