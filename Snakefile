@@ -21,8 +21,9 @@ logs/reconstruct/{sample}_deep_checkpoints/
                                        deep training checkpoints, declared as a log so
                                        that an interrupted job resumes from them
 
-Configuration: config/config.yaml (config/README.md lists every key), validated against
-the options classes of edxtomo.options before any job is planned.
+Configuration: config/config.yaml for the demo, or your own file given with --configfile
+(config/README.md lists every key); validated against the options classes of
+edxtomo.options, and every sample's files checked, before any job is planned.
 """
 
 from snakemake.utils import min_version
@@ -30,7 +31,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# config/config.yaml is the demo's configuration: it is read only when no --configfile is
+# given, so that a user's own configuration never inherits the demo's settings.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "resources/report/workflow.rst"
@@ -43,6 +48,10 @@ include: "rules/align.smk"
 include: "rules/reconstruct.smk"
 include: "rules/analyze.smk"
 include: "rules/report.smk"
+
+
+onerror:
+    report_failed_jobs(log)
 
 
 rule all:

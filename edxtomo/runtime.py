@@ -9,11 +9,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+ERROR_MARKER = "edxtomo error: "
+"""Prefix of the one line that a failed job writes last in its log: the project's message."""
+THIRD_PARTY_NOISE = ("please report this error",)
+"""Phrases of third-party log records that only add noise once the project names the cause."""
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
 
 
@@ -62,12 +67,68 @@ def rule_context(log_path: str | os.PathLike, threads: int = 1) -> Iterator[logg
         root = logging.getLogger()
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+        handler.addFilter(_drop_third_party_noise)
         logger = logging.getLogger("edxtomo.workflow")
         try:
             yield logger
-        except Exception:
+        except Exception as exc:
             logger.exception("the job failed")
-            raise
+            message = _one_line(exc)
+            logger.error("%s%s", ERROR_MARKER, message)
+            # One line on the console; the traceback stays in the log.
+            raise SystemExit(f"{ERROR_MARKER}{message} (details in {log_path})") from None
         finally:
             root.removeHandler(handler)
             sys.stderr.flush()
+
+
+def _one_line(exc: Exception) -> str:
+    from edxtomo.errors import EdxtomoInputError
+
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, EdxtomoInputError) else f"{type(exc).__name__}: {text}"
+
+
+def _drop_third_party_noise(record: logging.LogRecord) -> bool:
+    if record.name.startswith("edxtomo"):
+        return True
+    text = record.getMessage().lower()
+    return not any(phrase in text for phrase in THIRD_PARTY_NOISE)
+
+
+_FAILED_JOB = re.compile(r"^Error in rule (?P<rule>\S+):\n(?P<body>(?:[ \t]+.*\n?)*)", re.M)
+
+
+def failed_job_lines(snakemake_log: str | os.PathLike) -> list[str]:
+    """``rule (wildcards): message`` for every failed job of a Snakemake run.
+
+    Parameters
+    ----------
+    snakemake_log : path-like
+        The run's log (``.snakemake/log/*.snakemake.log``, Snakemake's ``log`` in
+        ``onerror``). Each failed job's message is the :data:`ERROR_MARKER` line of its own
+        log, or a pointer to that log.
+    """
+    try:
+        text = Path(snakemake_log).read_text(errors="replace")
+    except OSError:
+        return []
+    lines = []
+    for match in _FAILED_JOB.finditer(text):
+        body = match["body"]
+        wildcards = re.search(r"^\s*wildcards: (.*)$", body, re.M)
+        job_log = re.search(r"^\s*log: (\S+)", body, re.M)
+        where = f" ({wildcards[1].strip()})" if wildcards else ""
+        message = _marked_message(job_log[1].rstrip(",")) if job_log else None
+        lines.append(f"{match['rule']}{where}: "
+                     + (message or f"see {job_log[1] if job_log else 'the log above'}"))
+    return list(dict.fromkeys(lines))
+
+
+def _marked_message(job_log: str) -> str | None:
+    try:
+        text = Path(job_log).read_text(errors="replace")
+    except OSError:
+        return None
+    marked = [line.split(ERROR_MARKER, 1)[1] for line in text.splitlines() if ERROR_MARKER in line]
+    return marked[-1].strip() if marked else None

@@ -2,7 +2,7 @@ import dataclasses
 
 from edxtomo.config import load_samples, raw_inputs
 from edxtomo.options import load_workflow_config
-from edxtomo.runtime import nvidia_gpu_present
+from edxtomo.runtime import failed_job_lines, nvidia_gpu_present
 
 CONFIG = load_workflow_config(config)
 SAMPLES = load_samples(
@@ -19,6 +19,12 @@ wildcard_constraints:
     sample="|".join(SAMPLES) or "no-sample",
     specimen="|".join(CONFIG.simulate) or "no-specimen",
     method="|".join(RECON_METHODS) or "no-method",
+
+
+def report_failed_jobs(snakemake_log):
+    """One line per failed job, with the project's own message, at the end of a failed run."""
+    for line in failed_job_lines(snakemake_log):
+        logger.error(line)
 
 
 def specimen_preset(wildcards):
@@ -56,7 +62,9 @@ def torch_gpus(wildcards):
 
     Decided without importing torch: `auto` counts an NVIDIA driver on the planning host.
     """
-    return int(CONFIG.device == "cuda" or (CONFIG.device == "auto" and nvidia_gpu_present()))
+    return int(
+        CONFIG.device == "cuda" or (CONFIG.device == "auto" and nvidia_gpu_present())
+    )
 
 
 def analysis_dirs(wildcards):

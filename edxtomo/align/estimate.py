@@ -195,20 +195,6 @@ def _transforms_table(
     })
 
 
-def _check_options(options: AlignOptions) -> None:
-    """The two relations between option values that :class:`AlignOptions` does not check."""
-    low_px, high_px = options.bandpass_px
-    if not 0 <= low_px < high_px:
-        raise EdxtomoInputError(
-            f"bandpass_px must be (low, high) with 0 <= low < high, got {options.bandpass_px}"
-        )
-    if options.axis_rotation_deg is None and not options.axis_search_deg > 0:
-        raise EdxtomoInputError(
-            f"axis_search_deg must be positive to search the axis rotation, got "
-            f"{options.axis_search_deg}; pass axis_rotation_deg to fix the rotation instead"
-        )
-
-
 def estimate_transforms(
     series: TiltSeries,
     options: AlignOptions,
@@ -261,7 +247,6 @@ def estimate_transforms(
 
     device = str(resolve_device(device))
     _check_series(series)
-    _check_options(options)
     name, stack = reference_stack(series, options.reference)
     smooth_px = options.smooth_px
     if smooth_px is None:

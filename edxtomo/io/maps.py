@@ -85,6 +85,7 @@ def load_maps_series(
                 f"{path}: {data.shape[0]} images but {angles.size} tilt angles in "
                 f"{angles_source}"
             )
+        _check_finite(data, path)
         first = next(iter(channels.values()), None)
         if first is not None and first.shape != data.shape:
             raise EdxtomoInputError(
@@ -118,3 +119,16 @@ def load_maps_series(
         float(pixel_size_nm),
         provenance,
     )
+
+
+def _check_finite(stack: np.ndarray, path: Path) -> None:
+    """Raise, naming the file and the first image, when a map holds NaN or infinite values."""
+    if np.issubdtype(stack.dtype, np.integer):
+        return
+    bad = ~np.isfinite(stack)
+    if bad.any():
+        images = np.flatnonzero(bad.any(axis=(1, 2)))
+        raise EdxtomoInputError(
+            f"{path}: {int(bad.sum())} NaN or infinite values, in image(s) "
+            f"{(images + 1).tolist()[:10]} (1-based); fill or mask them before reconstruction"
+        )

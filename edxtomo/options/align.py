@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, model_validator
 
 from edxtomo.options.base import Options
 
@@ -32,7 +32,7 @@ class AlignOptions(Options):
     with its neighbour"""
     axis_rotation_deg: float | None = None
     """known in-plane rotation of the tilt axis; `null` searches for it"""
-    axis_search_deg: float = Field(15.0, ge=0)
+    axis_search_deg: float = Field(15.0, gt=0)
     """the rotation search covers +- this many degrees"""
     axis_step_deg: float = Field(5.0, gt=0)
     """grid step of the rotation search (refined by a parabola fit)"""
@@ -40,7 +40,7 @@ class AlignOptions(Options):
     """maximum projection-matching iterations"""
     sirt_iterations: int = Field(20, ge=1)
     """SIRT iterations of each projection-matching reconstruction"""
-    min_correlation: float = Field(0.3, ge=0, le=1)
+    min_correlation: float = Field(0.3, ge=0, lt=1)
     """views below this correlation (or below the chance level of noise at that image size) are
     flagged `registered=False`, left out of the projection matching, and get shifts interpolated
     from their neighbours"""
@@ -48,3 +48,11 @@ class AlignOptions(Options):
     """registration runs on images binned to at most this size"""
     scan_size_px: int = Field(64, ge=16)
     """the rotation search runs on images binned to at most this size"""
+
+    @model_validator(mode="after")
+    def _band_pass_is_a_band(self) -> AlignOptions:
+        low_px, high_px = self.bandpass_px
+        if not 0 <= low_px < high_px:
+            raise ValueError(f"bandpass_px must be (low, high) with 0 <= low < high, "
+                             f"got {self.bandpass_px}")
+        return self
