@@ -99,20 +99,21 @@ def _drop_third_party_noise(record: logging.LogRecord) -> bool:
 _FAILED_JOB = re.compile(r"^Error in rule (?P<rule>\S+):\n(?P<body>(?:[ \t]+.*\n?)*)", re.M)
 
 
-def failed_job_lines(snakemake_log: str | os.PathLike) -> list[str]:
+def failed_job_lines(snakemake_log: str | os.PathLike | list) -> list[str]:
     """``rule (wildcards): message`` for every failed job of a Snakemake run.
 
     Parameters
     ----------
-    snakemake_log : path-like
+    snakemake_log : path-like or list of path-like
         The run's log (``.snakemake/log/*.snakemake.log``, Snakemake's ``log`` in
         ``onerror``). Each failed job's message is the :data:`ERROR_MARKER` line of its own
         log, or a pointer to that log.
     """
-    try:
-        text = Path(snakemake_log).read_text(errors="replace")
-    except OSError:
-        return []
+    paths = snakemake_log if isinstance(snakemake_log, list | tuple) else [snakemake_log]
+    text = ""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            text += Path(path).read_text(errors="replace")
     lines = []
     for match in _FAILED_JOB.finditer(text):
         body = match["body"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edxtomo.config import Sample
 from edxtomo.extract.series import SummedSpectrum, extract_tilt_series
+from edxtomo.extract.tilts import natural_key
 from edxtomo.io import TiltSeries, atomic_path, load_maps_series, save_tilt_series
 from edxtomo.options import ExtractOptions
 
@@ -23,13 +24,17 @@ def raw_files(sample: Sample, inputs: Sequence[str | os.PathLike]) -> list[Path]
     Parameters
     ----------
     sample : Sample
-    inputs : sequence of path-like
+    inputs : path-like or sequence of path-like
         The files themselves, or, for a simulated sample, the folder that the ``simulate``
-        job wrote: its files that match the sample's ``raw`` pattern are taken.
+        job wrote: its files that match the sample's ``raw`` pattern are taken, in natural
+        order (``t2`` before ``t10``, :func:`~edxtomo.extract.tilts.natural_key`).
     """
+    if isinstance(inputs, str | os.PathLike):
+        inputs = [inputs]
     files: list[Path] = []
     for path in map(Path, inputs):
-        files += sorted(path.glob(Path(sample.raw).name)) if path.is_dir() else [path]
+        files += (sorted(path.glob(Path(sample.raw).name), key=natural_key) if path.is_dir()
+                  else [path])
     return files
 
 
