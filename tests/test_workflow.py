@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from conftest import REPO_ROOT
 
 from edxtomo import io
 from edxtomo.options import load_workflow_config
+from edxtomo.simulate import load_preset, simulate_acquisition
 
 pytestmark = pytest.mark.workflow
 
@@ -25,7 +28,7 @@ def snakemake(*args: str, cwd: Path = REPO_ROOT, timeout: int = 600) -> subproce
     """Run the Snakemake CLI of this interpreter; returns the completed process."""
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"),
                "--directory", str(cwd), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def fresh_workdir(path: Path) -> Path:
@@ -203,3 +206,58 @@ def test_demo_report_builds(demo_run):
     assert result.returncode == 0, result.stderr[-3000:]
     html = (demo_run / "report.html").read_text(errors="replace")
     assert "Shell thickness" in html and "Reconstructions" in html
+
+
+def _readme_block(language: str) -> str:
+    """The first ``language`` code block of the README's "Your own data" section."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Your own data", 1)[1].split("\n## ", 1)[0]
+    match = re.search(rf"```{language}\n(.*?)```", section, re.S)
+    assert match, f"no {language} block in the README's 'Your own data'"
+    return textwrap.dedent(match.group(1))
+
+
+def _microscope_named_series(folder: Path) -> list[Path]:
+    """The demo specimen as Velox files named the way an acquisition names them: numbered
+    in a dose-symmetric acquisition order (0, +10, -10, ... deg), so that neither the
+    alphabetical nor the natural order of the names is the order of the angles."""
+    spec = load_preset(REPO_ROOT / "resources/specimens/qd_demo.yaml")
+    files = simulate_acquisition(spec, folder / "simulated", seed=3)
+    n = len(files)
+    by_acquisition = sorted(range(n), key=lambda i: (abs(i - n // 2), i < n // 2))
+    named = []
+    for number, index in enumerate(by_acquisition, start=1):
+        target = folder / f"SI {number} HAADF DF4.emd"
+        files[index].rename(target)
+        named.append(target)
+    shutil.rmtree(folder / "simulated")
+    return named
+
+
+@pytest.mark.slow
+def test_readme_recipe_for_your_own_data(tmp_path):
+    """The README's three steps, as written, in a clone that also holds the demo's config."""
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO_ROOT / "config", clone / "config")  # the demo config is there
+    shutil.copytree(REPO_ROOT / "resources/specimens", clone / "resources/specimens")
+    sheet = _readme_block("tsv")
+    pattern = sheet.splitlines()[1].split("\t")[1]
+    data_folder = (clone / pattern).parent
+    data_folder.mkdir(parents=True)
+    _microscope_named_series(data_folder)
+    (clone / "my_samples.tsv").write_text(sheet)
+    # As written, plus only this: the classical methods, to stay within the test budget.
+    config = yaml.safe_load(_readme_block("yaml")) | {
+        "reconstruct": {"methods": ["sirt"]}, "analyze": {"methods": ["sirt"]}}
+    (clone / "my.yaml").write_text(yaml.safe_dump(config))
+    command = _readme_block("bash").split()
+    assert command[:2] == ["snakemake", "--cores"] and "--configfile" in command
+    result = snakemake(*command[1:], cwd=clone, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    # The demo's settings did not leak in: nothing simulated, rays from the particle centroid.
+    assert not (clone / "resources/demo").exists()
+    rows = pd.read_csv(clone / "results/batchA/analysis/sirt/thickness.tsv", sep="\t")
+    assert set(rows["center"]) == {"particle"}
+    extracted = io.load_tilt_series(clone / "results/batchA/extracted")
+    np.testing.assert_allclose(extracted.angles_deg, np.linspace(-60, 60, 13), atol=1e-6)
