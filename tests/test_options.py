@@ -65,6 +65,16 @@ def test_deep_options_round_trip_through_params():
     assert again == options and again.enrich.steps == 7
 
 
+@pytest.mark.parametrize("script", sorted(
+    [p.name for p in (REPO_ROOT / "scripts").glob("figure_*.py")] + ["tables.py"]))
+def test_figure_and_table_jobs_do_not_import_torch(script):
+    """What a figure or table script imports (its edxtomo modules) leaves torch out."""
+    lines = (REPO_ROOT / "scripts" / script).read_text().splitlines()
+    imports = [line for line in lines if line.startswith(("import ", "from "))]
+    code = "\n".join([*imports, "import sys", "sys.exit('torch' in sys.modules)"])
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT).returncode == 0
+
+
 def test_planning_modules_do_not_import_torch():
     """The Snakemake process imports these to plan; torch stays out."""
     code = ("import sys, edxtomo.config, edxtomo.options, edxtomo.runtime, edxtomo.options.docs;"
