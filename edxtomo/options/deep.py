@@ -17,7 +17,22 @@ MBIR_WEIGHT = 0.03
 """Default weight of step b (``data: kl``: dose independent)."""
 
 
-class DenoiseOptions(Options):
+class NetworkOptions(Options):
+    """The U-Net and its training batches, shared by the denoising and enrichment steps."""
+
+    width: int = Field(16, ge=1)
+    """U-Net feature maps at full resolution (time grows as its square)"""
+    depth: int = Field(2, ge=1)
+    """U-Net pooling levels"""
+    batch_size: int = Field(8, ge=1)
+    """views (tilts) per step"""
+    patch_px: int = Field(64, ge=8)
+    """side of the random square crop per step (the whole image when it is smaller)"""
+    checkpoint_every: int = Field(50, ge=1)
+    """steps between checkpoints"""
+
+
+class DenoiseOptions(NetworkOptions):
     """Step a, self-supervised denoising (:func:`edxtomo.deep.denoise_projections`).
 
     ``networks: per_element`` (as the paper: the S net also sees Se and Zn) against one
@@ -27,16 +42,8 @@ class DenoiseOptions(Options):
 
     steps: int = Field(400, ge=1)
     """optimiser steps per network"""
-    width: int = Field(16, ge=1)
-    """U-Net feature maps at full resolution (time grows as its square)"""
-    depth: int = Field(2, ge=1)
-    """U-Net pooling levels"""
     lr: float = Field(5e-3, gt=0)
     """Adam learning rate (cosine-decayed)"""
-    batch_size: int = Field(8, ge=1)
-    """tilts per step"""
-    patch_px: int = Field(64, ge=8)
-    """side of the random square crop per step (the whole image when it is smaller)"""
     inference_splits: int = Field(8, ge=1)
     """fresh count splits averaged at inference (count schemes)"""
     scheme: Literal["auto", "frames", "binomial", "neighbor2neighbor"] = "auto"
@@ -50,8 +57,6 @@ class DenoiseOptions(Options):
     """the nets see the HAADF (when present) as an extra input"""
     n2n_gamma: float = Field(2.0, ge=0)
     """weight of the Neighbor2Neighbor consistency term"""
-    checkpoint_every: int = Field(50, ge=1)
-    """steps between checkpoints"""
 
 
 class MbirOptions(Options):
@@ -83,27 +88,17 @@ class MbirOptions(Options):
         return self
 
 
-class EnrichOptions(Options):
+class EnrichOptions(NetworkOptions):
     """Step c, view enrichment (:func:`edxtomo.deep.enrich_views`)."""
 
     steps: int = Field(200, ge=1)
     """optimiser steps"""
-    width: int = Field(16, ge=1)
-    """U-Net feature maps at full resolution"""
-    depth: int = Field(2, ge=1)
-    """U-Net pooling levels"""
     lr: float = Field(1e-3, gt=0)
     """Adam learning rate (cosine-decayed)"""
-    batch_size: int = Field(8, ge=1)
-    """views per step"""
-    patch_px: int = Field(64, ge=8)
-    """side of the random square crop per step"""
     step_deg: float = Field(1.0, gt=0)
     """angular step of the dense (enriched) views"""
     loss: Literal["l1", "l2"] = "l1"
     """training loss"""
-    checkpoint_every: int = Field(50, ge=1)
-    """steps between checkpoints"""
 
 
 class FinalOptions(Options):
