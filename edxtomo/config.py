@@ -65,6 +65,16 @@ class Sample:
     pixel_size_nm: float | None
 
 
+# What each column must hold, said in words instead of the schema's regular expression.
+COLUMN_FORMS = {
+    "sample": "letters, digits, '_', '.' or '-', starting with a letter or digit (it names a "
+              "folder)",
+    "elements": "comma-separated element symbols such as 'In, Se, Zn'",
+    "angles_deg": "comma-separated tilt angles in degrees such as '-60, -50, ..., 60'",
+    "pixel_size_nm": "a positive number, the pixel size in nm",
+}
+
+
 def _validation_message(exc: Exception) -> str:
     """Shorten Snakemake's validation error to 'key a.b.c: reason'."""
     text = str(exc)
@@ -74,8 +84,19 @@ def _validation_message(exc: Exception) -> str:
     if where and where.group(1):
         keys = re.findall(r"\[([^\]]*)\]", where.group(1))
         key_path = ".".join(k.strip("'\"") for k in keys)
+        value = re.match(r"(.*) does not match ", reason_text)
+        if value and key_path in COLUMN_FORMS:
+            reason_text = f"{value.group(1)} is not {COLUMN_FORMS[key_path]}"
         return f"key '{key_path}': {reason_text}"
     return reason_text
+
+
+def _unknown_columns_message(path: Path, unknown: list[str]) -> str:
+    message = f"sample sheet {path}: unknown column(s) {unknown}"
+    if any(" " in name and "sample" in name for name in unknown):
+        message += ("; the sheet must be tab-separated, and this header looks separated by "
+                    "spaces")
+    return message + f"; the columns are {list(SAMPLE_COLUMNS)}"
 
 
 def _split_list(text: str) -> list[str]:
@@ -161,7 +182,7 @@ def load_samples(
         raise ConfigError(f"sample sheet {path}: cannot be read ({exc})") from None
     unknown = [c for c in table.columns if c not in SAMPLE_COLUMNS]
     if unknown:
-        raise ConfigError(f"sample sheet {path}: unknown column(s) {unknown}")
+        raise ConfigError(_unknown_columns_message(path, unknown))
     if "sample" not in table.columns or table.empty:
         raise ConfigError(f"sample sheet {path}: needs a 'sample' column and at least one row")
     samples: dict[str, Sample] = {}

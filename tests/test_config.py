@@ -103,7 +103,9 @@ def test_sample_sheet_resolves_raw_maps_and_simulated(tmp_path, config, monkeypa
         ([{"sample": "a", "raw": "nothing_*.emd"}], r"line 2 \(sample 'a'\).*matches no file"),
         ([{"sample": "a", "raw": "x_*.emd"}, {"sample": "a", "raw": "x_*.emd"}],
          r"line 3 \(sample 'a'\).*duplicate sample name"),
-        ([{"sample": "bad name", "raw": "x_*.emd"}], r"key 'sample'.*does not match"),
+        ([{"sample": "bad name", "raw": "x_*.emd"}], r"key 'sample': 'bad name' is not letters"),
+        ([{"sample": "a", "raw": "x_*.emd", "pixel_size_nm": "-0.5"}],
+         r"key 'pixel_size_nm': '-0.5' is not a positive number, the pixel size in nm"),
         ([{"sample": "a", "raw": "x_*.emd", "pixel_size_nm": "small"}], r"key 'pixel_size_nm'"),
         ([{"sample": "a", "raw": "x_*.emd", "angles_deg": "1;2"}], r"key 'angles_deg'"),
         ([{"sample": "a", "maps": "{element}.tif"}], r"needs both 'maps' and 'angles'"),
@@ -128,4 +130,11 @@ def test_unknown_column_is_rejected(tmp_path, config):
     sheet = tmp_path / "samples.tsv"
     sheet.write_text("sample\traw\tcolour\na\tx\tred\n")
     with pytest.raises(ConfigError, match=r"unknown column\(s\) \['colour'\]"):
+        load_samples(sheet, SAMPLES_SCHEMA, config)
+
+
+def test_space_separated_sheet_gets_a_hint_about_tabs(tmp_path, config):
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text("sample raw\nmine data/*.emd\n")
+    with pytest.raises(ConfigError, match=r"must be tab-separated.*separated by spaces"):
         load_samples(sheet, SAMPLES_SCHEMA, config)
