@@ -96,7 +96,14 @@ def _drop_third_party_noise(record: logging.LogRecord) -> bool:
     return not any(phrase in text for phrase in THIRD_PARTY_NOISE)
 
 
-_FAILED_JOB = re.compile(r"^Error in rule (?P<rule>\S+):\n(?P<body>(?:[ \t]+.*\n?)*)", re.M)
+_JOB_BLOCK = r"(?P<body>(?:[ \t]+.*\n?)*)"
+_STARTED_JOB = re.compile(r"^(?:local)?rule (?P<rule>\S+):\n" + _JOB_BLOCK, re.M)
+_FAILED_JOB = re.compile(r"^Error in rule (?P<rule>\S+):\n" + _JOB_BLOCK, re.M)
+
+
+def _field(body: str, name: str) -> str | None:
+    match = re.search(rf"^\s*{name}: (\S.*)$", body, re.M)
+    return match[1].strip() if match else None
 
 
 def failed_job_lines(snakemake_log: str | os.PathLike | list) -> list[str]:
@@ -114,15 +121,16 @@ def failed_job_lines(snakemake_log: str | os.PathLike | list) -> list[str]:
     for path in paths:
         with contextlib.suppress(OSError):
             text += Path(path).read_text(errors="replace")
+    wildcards = {_field(m["body"], "jobid"): _field(m["body"], "wildcards")
+                 for m in _STARTED_JOB.finditer(text)}
     lines = []
     for match in _FAILED_JOB.finditer(text):
         body = match["body"]
-        wildcards = re.search(r"^\s*wildcards: (.*)$", body, re.M)
-        job_log = re.search(r"^\s*log: (\S+)", body, re.M)
-        where = f" ({wildcards[1].strip()})" if wildcards else ""
-        message = _marked_message(job_log[1].rstrip(",")) if job_log else None
-        lines.append(f"{match['rule']}{where}: "
-                     + (message or f"see {job_log[1] if job_log else 'the log above'}"))
+        where = wildcards.get(_field(body, "jobid")) or _field(body, "wildcards")
+        job_log = (_field(body, "log") or "").split(" ")[0].rstrip(",")
+        message = (_marked_message(job_log) if job_log else None) or (
+            f"see {job_log}" if job_log else "see the messages above")
+        lines.append(f"{match['rule']}{f' ({where})' if where else ''}: {message}")
     return list(dict.fromkeys(lines))
 
 

@@ -261,3 +261,21 @@ def test_readme_recipe_for_your_own_data(tmp_path):
     assert set(rows["center"]) == {"particle"}
     extracted = io.load_tilt_series(clone / "results/batchA/extracted")
     np.testing.assert_allclose(extracted.angles_deg, np.linspace(-60, 60, 13), atol=1e-6)
+
+
+def test_failed_run_ends_with_one_line_per_failed_job(tmp_path):
+    workdir = fresh_workdir(tmp_path)
+    preset = yaml.safe_load((REPO_ROOT / "resources/specimens/qd_demo.yaml").read_text())
+    (workdir / "bad_preset.yaml").write_text(yaml.safe_dump(preset | {"n_tilt": 13}))
+    config = yaml.safe_load((workdir / "config/config.yaml").read_text())
+    config["simulate"]["demo_qd"]["preset"] = "bad_preset.yaml"
+    (workdir / "config/config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake("--cores", "1", cwd=workdir)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    summary = output.rsplit("Exiting because a job execution failed", 1)[1]
+    assert "simulate (specimen=demo_qd): " in summary and "n_tilt" in summary
+    assert "Traceback" not in summary
+    # The traceback is in the job's log, and nothing partial is left behind.
+    assert "Traceback" in (workdir / "logs/simulate/demo_qd.log").read_text()
+    assert not (workdir / "resources/demo/demo_qd").exists()
