@@ -102,8 +102,12 @@ def test_velox_empty_element_selection():
 
 def test_bruker_calibration_in_nm(caplog):
     path = shared_path(*BRUKER)
+    # The file records no stage tilt (exspy's EDS classes would fill in 0 deg).
+    with pytest.raises(EdxtomoInputError,
+                       match=r"no stage tilt in .*bruker_sem_16x16\.bcf; give angles_deg"):
+        extract_tilt_series([path], elements=["Si", "Ti"])
     with caplog.at_level(logging.WARNING, logger="edxtomo.extract"):
-        series, _ = extract_tilt_series([path], elements=["Si", "Ti"])
+        series, _ = extract_tilt_series([path], elements=["Si", "Ti"], angles_deg=[0.0])
     assert "no HAADF image" in caplog.text and series.haadf is None
     assert series.pixel_size_nm == pytest.approx(966.4975728790429)  # 0.9665 um
     np.testing.assert_allclose(series.angles_deg, [0.0])
@@ -116,7 +120,7 @@ def test_bruker_calibration_in_nm(caplog):
 
 def test_bruker_line_below_the_zero_peak():
     with pytest.raises(EdxtomoInputError, match="bcf: element B has no X-ray line .* 0.200-19.99"):
-        extract_tilt_series([shared_path(*BRUKER)], elements=["B"])
+        extract_tilt_series([shared_path(*BRUKER)], elements=["B"], angles_deg=[0.0])
 
 
 def test_line_outside_energy_range():
@@ -156,7 +160,7 @@ def test_truncated_file(tmp_path, name):
     # h5py refuses a truncated HDF5 file; the Bruker reader returns zeros for the lost part.
     with pytest.raises(EdxtomoInputError,
                        match=r"truncated\.(emd: cannot be read|bcf: .* holds no counts)"):
-        extract_tilt_series([path], elements=["Si"])
+        extract_tilt_series([path], elements=["Si"], angles_deg=[0.0])
 
 
 def test_unknown_format_and_missing_file(tmp_path):
@@ -180,12 +184,18 @@ def test_duplicate_and_miscounted_angles(tmp_path):
     paths = [tmp_path / "a.emd", tmp_path / "b.emd"]
     for path in paths:
         shutil.copy(source, path)
-    with pytest.raises(EdxtomoInputError, match="duplicate tilt angle 0.005 deg in .*a.emd"):
+    # Both copies record the same stage tilt: it is no view's angle.
+    with pytest.raises(EdxtomoInputError,
+                       match=r"all 2 files record the same stage tilt 0.005 deg .*: .*a\.emd, "
+                             r".*b\.emd; give angles_deg"):
         extract_tilt_series(paths, elements=["Cu"])
     with pytest.raises(EdxtomoInputError, match="angles_deg: duplicate tilt angles"):
         extract_tilt_series(paths, elements=["Cu"], angles_deg=[10.0, 10.0])
     with pytest.raises(EdxtomoInputError, match="2 raw files but 3 tilt angles"):
         extract_tilt_series(paths, elements=["Cu"], angles_deg=[0.0, 10.0, 20.0])
+    with pytest.raises(EdxtomoInputError, match=r"a\.emd given more than once"):
+        extract_tilt_series([paths[0], paths[0]], elements=["Cu"], angles_deg=[0.0, 10.0])
+    # The sheet's angles then go to the files in natural order of their names.
     series, _ = extract_tilt_series(paths, elements=["Cu"], angles_deg=[20.0, -20.0])
     np.testing.assert_array_equal(series.angles_deg, [-20.0, 20.0])
     assert series.provenance["source_files"] == [str(paths[1]), str(paths[0])]
@@ -206,13 +216,23 @@ def test_missing_angle_metadata(tmp_path):
     # A generic EDS signal keeps the file's metadata as it is: no tilt.
     paths = [_synthetic(tmp_path, "a.hspy", angle=None, signal_type="EDS"),
              _synthetic(tmp_path, "b.hspy", angle=10.0, signal_type="EDS")]
-    with pytest.raises(EdxtomoInputError, match="a.hspy: no tilt angle in the metadata"):
+    with pytest.raises(EdxtomoInputError,
+                       match=r"no stage tilt in .*a\.hspy \(the other files record one\); give "
+                             "angles_deg"):
         extract_tilt_series(paths, elements=["Zn"])
-    series, _ = extract_tilt_series(paths, elements=["Zn"], angles_deg=[5.0, 0.0])
-    np.testing.assert_array_equal(series.angles_deg, [0.0, 5.0])
-    # exspy's EDS_TEM class fills a missing tilt with 0 deg: the series then repeats 0 deg.
+    # Sheet angles go to the files in natural order, checked where a tilt is recorded.
+    series, _ = extract_tilt_series(paths[::-1], elements=["Zn"], angles_deg=[5.0, 10.2])
+    np.testing.assert_array_equal(series.angles_deg, [5.0, 10.2])
+    assert series.provenance["source_files"] == [str(p) for p in paths]
+    with pytest.raises(EdxtomoInputError,
+                       match=r"b\.hspy records 10 deg, the sheet gives 0 deg"):
+        extract_tilt_series(paths, elements=["Zn"], angles_deg=[5.0, 0.0])
+    # exspy's EDS_TEM class writes 0 deg for a missing tilt into the files it saves: the
+    # series then repeats 0 deg.
     paths = [_synthetic(tmp_path, name, angle=None) for name in ("c.hspy", "d.hspy")]
-    with pytest.raises(EdxtomoInputError, match="duplicate tilt angle 0 deg .* give angles_deg"):
+    with pytest.raises(EdxtomoInputError,
+                       match="all 2 files record the same stage tilt 0 deg .*HyperSpy's EDS "
+                             "classes write 0 deg .* give angles_deg"):
         extract_tilt_series(paths, elements=["Zn"])
 
 

@@ -11,6 +11,10 @@ the gross counts in each element's integration window plus a background model
   (:class:`LineWindows`), keV windows as channel ranges.
 - :mod:`~edxtomo.extract.reduction`: one spectrum image reduced to window counts per pixel
   and a summed spectrum, in O(counts) for sparse Velox streams.
+- :mod:`~edxtomo.extract.tilts`: :func:`check_acquisitions` (the tilts were acquired alike)
+  and :func:`order_tilts` (each file with its angle), pure functions over file headers.
+- :mod:`~edxtomo.extract.presence`: the summed spectrum's peaks (:func:`find_peaks`), which
+  background windows avoid, and each element's presence test (:func:`element_presence`).
 - :mod:`~edxtomo.extract.background`: the background under each window, per tilt and pixel.
 - :mod:`~edxtomo.extract.model`: the EDS-model fit and the unmixing of overlapping lines.
 - :mod:`~edxtomo.extract.series`: :func:`extract_tilt_series`, the whole stage over the files.
@@ -32,6 +36,7 @@ from edxtomo.extract.lines import (
     overlapping_lines,
     usable_range_keV,
     xray_fwhm_keV,
+    xray_line_table,
 )
 from edxtomo.extract.model import (
     MODEL_BACKGROUND_ORDER,
@@ -41,9 +46,26 @@ from edxtomo.extract.model import (
     unmix,
     unmixing_matrix,
 )
+from edxtomo.extract.presence import (
+    PEAK_MIN_CONTINUUM_FRACTION,
+    SIGNIFICANCE_SIGMA,
+    ElementPresence,
+    Peak,
+    element_presence,
+    find_peaks,
+    identify_peaks,
+    poisson_significance,
+    top_hat,
+)
 from edxtomo.extract.reduction import reduce_spectrum_image
 from edxtomo.extract.sample import extract_sample, raw_files, write_extracted
-from edxtomo.extract.series import SummedSpectrum, extract_tilt_series
+from edxtomo.extract.series import CONTINUUM_PIECE_FWHM, SummedSpectrum, extract_tilt_series
+from edxtomo.extract.tilts import (
+    ANGLE_TOLERANCE_DEG,
+    check_acquisitions,
+    natural_key,
+    order_tilts,
+)
 from edxtomo.extract.windows import (
     BACKGROUND_LINE_WEIGHT,
     BACKGROUND_MIN_WIDTH_FWHM,
@@ -51,15 +73,34 @@ from edxtomo.extract.windows import (
     LINE_CLEARANCE_FWHM,
     LineWindows,
     auto_background_windows,
+    avoid_peaks,
     channel_range,
     merge_ranges,
     plan_lines,
+    split_ranges,
 )
 
 __all__ = [
     "extract_sample",
     "raw_files",
     "write_extracted",
+    "ANGLE_TOLERANCE_DEG",
+    "CONTINUUM_PIECE_FWHM",
+    "PEAK_MIN_CONTINUUM_FRACTION",
+    "SIGNIFICANCE_SIGMA",
+    "ElementPresence",
+    "Peak",
+    "avoid_peaks",
+    "check_acquisitions",
+    "element_presence",
+    "find_peaks",
+    "identify_peaks",
+    "natural_key",
+    "order_tilts",
+    "poisson_significance",
+    "split_ranges",
+    "top_hat",
+    "xray_line_table",
     "BACKGROUND_LINE_WEIGHT",
     "BACKGROUND_MIN_WIDTH_FWHM",
     "BACKGROUND_REACH_FWHM",

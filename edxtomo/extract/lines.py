@@ -14,6 +14,7 @@ Integration windows
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -58,6 +59,26 @@ def element_lines(element: str) -> dict[str, tuple[float, float]]:
         f"{element}_{name}": (float(props["energy (keV)"]), float(props["weight"]))
         for name, props in lines.items()
     }
+
+
+@functools.cache
+def xray_line_table(min_weight: float = 0.0) -> tuple[tuple[str, float], ...]:
+    """Every X-ray line of exspy's database at least ``min_weight`` strong.
+
+    Returns
+    -------
+    tuple of (str, float)
+        Line name (``"Cu_Ka"``) and energy in keV, for every element of the database.
+    """
+    from exspy.material import elements as database
+
+    table = []
+    for element, properties in database.as_dictionary().items():
+        lines = properties.get("Atomic_properties", {}).get("Xray_lines", {}) if isinstance(
+            properties, dict) else {}
+        table += [(f"{element}_{name}", float(line["energy (keV)"]))
+                  for name, line in lines.items() if float(line["weight"]) >= min_weight]
+    return tuple(table)
 
 
 def line_energy_keV(line: str) -> float:

@@ -1,19 +1,28 @@
 """The extract stage: raw files, one per tilt, to a :class:`~edxtomo.io.TiltSeries`.
 
-:func:`extract_tilt_series` reads the files one at a time, plans the lines and windows from
-the first (:mod:`~edxtomo.extract.windows`), reduces each spectrum image at once
-(:mod:`~edxtomo.extract.reduction`), then sorts the tilts by angle and builds the background
-(:mod:`~edxtomo.extract.background`) or unmixes overlapping lines
+:func:`extract_tilt_series` first reads every file's header (:func:`~edxtomo.io.read_header`),
+checks that the tilts were acquired alike and pairs each file with its angle
+(:mod:`~edxtomo.extract.tilts`). It plans the lines and windows from the lowest tilt
+(:mod:`~edxtomo.extract.windows`), reduces each spectrum image at once, one file at a time
+(:mod:`~edxtomo.extract.reduction`), then looks at the spectrum summed over the series
+(:mod:`~edxtomo.extract.presence`): background windows move off every peak found in it,
+and each element must stand above its background or is flagged ``element_absent``. Last
+it builds the background (:mod:`~edxtomo.extract.background`) or unmixes overlapping lines
 (:mod:`~edxtomo.extract.model`).
+
+Continuum pieces
+    The per-pixel continuum map sums the channels of the background windows. Since those
+    windows are final only once the summed spectrum is known, each file is reduced over
+    the candidate windows cut into pieces of at most :data:`CONTINUUM_PIECE_FWHM`; the map
+    then sums the pieces that lie inside the final windows.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,22 +30,40 @@ from tqdm import tqdm
 
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.extract.background import background_maps, window_background
+from edxtomo.extract.lines import xray_fwhm_keV
 from edxtomo.extract.model import fit_eds_model, unmix, unmixing_matrix
+from edxtomo.extract.presence import (
+    SIGNIFICANCE_SIGMA,
+    ElementPresence,
+    Peak,
+    element_presence,
+    find_peaks,
+)
 from edxtomo.extract.reduction import reduce_spectrum_image
-from edxtomo.extract.windows import LineWindows, channel_range, merge_ranges, plan_lines
+from edxtomo.extract.tilts import check_acquisitions, order_tilts
+from edxtomo.extract.windows import (
+    LineWindows,
+    avoid_peaks,
+    channel_range,
+    merge_ranges,
+    plan_lines,
+    split_ranges,
+)
 from edxtomo.io import (
     HAADF,
     Acquisition,
     TiltSeries,
-    acquisition_of,
-    check_angles,
-    check_raw_file,
     read_haadf,
+    read_header,
     read_spectrum_image,
 )
 from edxtomo.options import ExtractOptions, parse_options
 
 log = logging.getLogger(__name__)
+
+#: Largest continuum piece, in FWHM of the detector at its energy: a background window
+#: trimmed around a peak loses at most this much more than the trim itself.
+CONTINUUM_PIECE_FWHM = 1.0
 
 
 @dataclass
@@ -54,6 +81,10 @@ class SummedSpectrum:
         Fitted EDS model, counts per channel (``method="model"`` only).
     model_background : ndarray or None
         Its background component.
+    presence : dict of str to ElementPresence
+        Per element, its presence test over the series.
+    peaks : list of Peak
+        The peaks found in the spectrum, which the automatic background windows avoid.
     """
 
     energy_keV: np.ndarray
@@ -61,6 +92,8 @@ class SummedSpectrum:
     lines: dict[str, LineWindows]
     model: np.ndarray | None = None
     model_background: np.ndarray | None = None
+    presence: dict[str, ElementPresence] = field(default_factory=dict)
+    peaks: list[Peak] = field(default_factory=list)
 
     def to_dataframe(self):
         """Columns ``energy_keV``, ``counts`` (and ``model_counts``, ``model_background``)."""
@@ -73,17 +106,23 @@ class SummedSpectrum:
         return pd.DataFrame(table)
 
     def windows_dataframe(self):
-        """One row per window: ``element, line, line_energy_keV, kind, low_keV, high_keV``."""
+        """One row per window: ``element, line, line_energy_keV, kind, low_keV, high_keV``,
+        and the element's ``net_counts``, ``significance_sigma`` and ``element_absent``
+        (its presence test over the series, repeated on each of its rows)."""
         import pandas as pd
 
         rows = []
         for element, windows in self.lines.items():
+            presence = self.presence.get(element)
+            test = {"net_counts": presence.net_counts if presence else np.nan,
+                    "significance_sigma": presence.significance_sigma if presence else np.nan,
+                    "element_absent": bool(presence.absent) if presence else False}
             for kind, (low, high) in [("integration", windows.integration_keV)] + [
                 ("background", w) for w in windows.background_keV
             ]:
                 rows.append({"element": element, "line": windows.line,
                              "line_energy_keV": windows.energy_keV, "kind": kind,
-                             "low_keV": low, "high_keV": high})
+                             "low_keV": low, "high_keV": high, **test})
         return pd.DataFrame(rows)
 
 
@@ -93,34 +132,58 @@ class _Tilt:
 
     acquisition: Acquisition
     gross: dict[str, np.ndarray]
-    continuum: np.ndarray
+    pieces: np.ndarray  # (n_piece, ny, nx) counts in each continuum piece, frames summed
+    # Counts are held as uint16 (uint32 where needed) from here on: pieces and window
+    # counts of every tilt stay in memory until the series is complete.
     spectrum: np.ndarray
     haadf: np.ndarray | None
 
 
 @dataclass
 class _Windows:
-    """The lines and windows of a series, in keV and in channels."""
+    """The lines and windows of a series in channels, and the continuum pieces."""
 
     plan: dict[str, LineWindows]
+    acquisition: Acquisition
     elements: dict[str, tuple[int, int]]
-    continuum: list[tuple[int, int]]
+    pieces: list[tuple[int, int]]
 
     @classmethod
     def of(cls, plan: dict[str, LineWindows], acquisition: Acquisition) -> _Windows:
-        def channels(window: Sequence[float]) -> tuple[int, int]:
-            return channel_range(window, acquisition.energy_offset_keV,
-                                 acquisition.energy_scale_keV, acquisition.n_channel)
+        windows = cls(plan, acquisition, {}, [])
+        windows.elements = {e: windows.channels(p.integration_keV) for e, p in plan.items()}
+        union = windows.background_union()
+        energy = acquisition.energy_keV
+        widths = [int(CONTINUUM_PIECE_FWHM * xray_fwhm_keV(energy[(a + b) // 2],
+                                                          acquisition.resolution_mnka_eV)
+                      / acquisition.energy_scale_keV) for a, b in union]
+        windows.pieces = split_ranges(union, widths)
+        return windows
 
-        return cls(
-            plan,
-            {e: channels(p.integration_keV) for e, p in plan.items()},
-            merge_ranges([channels(w) for p in plan.values() for w in p.background_keV]),
-        )
+    def channels(self, window: Sequence[float]) -> tuple[int, int]:
+        a = self.acquisition
+        return channel_range(window, a.energy_offset_keV, a.energy_scale_keV, a.n_channel)
 
-    def background(self, element: str, acquisition: Acquisition) -> list[tuple[int, int]]:
-        return [channel_range(w, acquisition.energy_offset_keV, acquisition.energy_scale_keV,
-                              acquisition.n_channel) for w in self.plan[element].background_keV]
+    def background(self, element: str) -> list[tuple[int, int]]:
+        return [self.channels(w) for w in self.plan[element].background_keV]
+
+    def one_count_background(self, element: str) -> float:
+        """Background under the element's window that one count in its background windows
+        implies: integration channels / background channels (0 without windows)."""
+        n_background = sum(b - a for a, b in self.background(element))
+        start, stop = self.elements[element]
+        return (stop - start) / n_background if n_background else 0.0
+
+    def background_union(self) -> list[tuple[int, int]]:
+        """The background windows of every element as disjoint channel ranges."""
+        return merge_ranges([self.channels(w) for p in self.plan.values()
+                             for w in p.background_keV])
+
+    def continuum_pieces(self) -> np.ndarray:
+        """Which pieces lie inside the current background windows, bool ``(n_piece,)``."""
+        union = self.background_union()
+        return np.array([any(s <= a and b <= e for s, e in union) for a, b in self.pieces],
+                        dtype=bool)
 
 
 def _resolve_elements(elements: Sequence[str] | None, acquisition: Acquisition) -> list[str]:
@@ -134,43 +197,26 @@ def _resolve_elements(elements: Sequence[str] | None, acquisition: Acquisition) 
     return list(dict.fromkeys(acquisition.elements))
 
 
-def _check_same_acquisition(
-    first: Acquisition, other: Acquisition, keep_frames: bool, pixel_size_given: bool
-) -> None:
-    if other.image_shape != first.image_shape:
+def _check_data(detectors: list, acquisition: Acquisition) -> None:
+    """The spectrum image that the reader returns must have the shape its header says."""
+    shape = tuple(detectors[0].data.shape)
+    frames_ok = len(shape) == 3 or (len(shape) == 4 and shape[0] == acquisition.n_frame)
+    if (shape[-1] != acquisition.n_channel or shape[-3:-1] != acquisition.image_shape
+            or not frames_ok):
         raise EdxtomoInputError(
-            f"{other.path}: image shape {other.image_shape} differs from "
-            f"{first.image_shape} of {first.path}"
-        )
-    if (not pixel_size_given and first.pixel_size_nm is not None
-            and other.pixel_size_nm is not None
-            and not np.isclose(other.pixel_size_nm, first.pixel_size_nm, rtol=1e-3)):
-        raise EdxtomoInputError(
-            f"{other.path}: pixel size {other.pixel_size_nm:.6g} nm differs from "
-            f"{first.pixel_size_nm:.6g} nm of {first.path}"
-        )
-    same_axis = (other.n_channel == first.n_channel
-                 and np.isclose(other.energy_offset_keV, first.energy_offset_keV, atol=1e-6)
-                 and np.isclose(other.energy_scale_keV, first.energy_scale_keV, rtol=1e-6))
-    if not same_axis:
-        raise EdxtomoInputError(
-            f"{other.path}: energy axis ({other.n_channel} channels, "
-            f"{other.energy_offset_keV:g} + {other.energy_scale_keV:g} keV/channel) differs "
-            f"from that of {first.path}"
-        )
-    if keep_frames and other.n_frame != first.n_frame:
-        raise EdxtomoInputError(
-            f"{other.path}: {other.n_frame} frames but {first.path} has {first.n_frame}; "
-            "frames can only be kept when every tilt has the same number"
+            f"{acquisition.path}: the spectrum image has shape {shape} but the metadata "
+            f"gives {acquisition.image_shape} px, {acquisition.n_channel} channels and "
+            f"{acquisition.n_frame} frames: inconsistent file"
         )
 
 
 def _reduce_tilt(
     detectors: list, acquisition: Acquisition, windows: _Windows, keep_frames: bool
 ) -> _Tilt:
-    """Window counts, continuum map and spectrum of one file (detectors summed), and HAADF."""
+    """Window counts, continuum pieces and spectrum of one file (detectors summed), and HAADF."""
     path = acquisition.path
-    ranges = list(windows.elements.values()) + windows.continuum
+    _check_data(detectors, acquisition)
+    ranges = list(windows.elements.values()) + windows.pieces
     sums: list[np.ndarray] = []
     spectrum = np.zeros(acquisition.n_channel, dtype=np.int64)
     for detector in detectors:
@@ -180,50 +226,55 @@ def _reduce_tilt(
             raise EdxtomoInputError(
                 f"{path}: cannot read the spectrum image ({type(exc).__name__}: {exc})"
             ) from exc
-        sums = detector_sums if not sums else [a + b for a, b in zip(sums, detector_sums,
-                                                                       strict=True)]
+        if sums:
+            for total, more in zip(sums, detector_sums, strict=True):
+                total += more  # in place: one set of maps in memory, whatever the detectors
+        else:
+            sums = detector_sums
         spectrum += detector_spectrum
     if spectrum.sum() == 0:
         raise EdxtomoInputError(f"{path}: the spectrum image holds no counts (truncated file?)")
     n_element = len(windows.elements)
+    framed = detectors[0].data.ndim == 4
     gross = dict(zip(windows.elements, sums[:n_element], strict=True))
-    if acquisition.n_frame is None and keep_frames:
+    if keep_frames and not framed:
         gross = {element: counts[None] for element, counts in gross.items()}
-    elif acquisition.n_frame is not None and not keep_frames:
+    elif framed and not keep_frames:
         gross = {element: counts.sum(axis=0) for element, counts in gross.items()}
-    continuum = sum(sums[n_element:], np.zeros(acquisition.image_shape, dtype=np.int64))
-    if continuum.ndim == 3:
-        continuum = continuum.sum(axis=0)
-    return _Tilt(acquisition, gross, continuum, spectrum, read_haadf(path))
+    pieces = [_as_counts(p.sum(axis=0) if framed else p) for p in sums[n_element:]]
+    pieces = np.stack(pieces) if pieces else np.zeros((0, *acquisition.image_shape), np.uint16)
+    return _Tilt(acquisition, {e: _as_counts(c) for e, c in gross.items()}, pieces, spectrum,
+                 read_haadf(path))
 
 
-def _read_tilts(
-    paths: Sequence[Path],
-    elements: Sequence[str] | None,
-    plan_options: Mapping[str, Any],
-    keep_frames: bool,
-    pixel_size_given: bool,
-) -> tuple[list[_Tilt], _Windows]:
-    """Read and reduce every file in turn; the first one fixes the elements and windows."""
-    tilts: list[_Tilt] = []
-    for path in tqdm(paths, desc="extract", unit="tilt"):
-        detectors = read_spectrum_image(path, keep_frames=keep_frames)
-        acquisition = acquisition_of(detectors[0], path)
-        if not tilts:
-            reference, from_file = acquisition, not elements
-            elements = _resolve_elements(elements, acquisition)
-            windows = _Windows.of(plan_lines(elements, acquisition, **plan_options), acquisition)
-            if keep_frames and acquisition.n_frame is None:
-                log.warning("%s has no frames; each tilt is kept as one frame", path)
-        _check_same_acquisition(reference, acquisition, keep_frames, pixel_size_given)
-        if from_file and set(acquisition.elements) != set(elements):
-            log.warning("%s selects elements %s; using %s", path, list(acquisition.elements),
-                        elements)
+def _read_tilts(acquisitions: Sequence[Acquisition], windows: _Windows,
+                keep_frames: bool) -> list[_Tilt]:
+    """Read and reduce every file in turn."""
+    tilts = []
+    for acquisition in tqdm(acquisitions, desc="extract", unit="tilt"):
+        detectors = read_spectrum_image(acquisition.path, keep_frames=keep_frames)
         tilts.append(_reduce_tilt(detectors, acquisition, windows, keep_frames))
         del detectors
-        log.info("%s: tilt %s deg, gross counts %s", path.name, acquisition.angle_deg,
+        log.info("%s: tilt %s deg, gross counts %s", acquisition.path.name,
+                 acquisition.angle_deg,
                  ", ".join(f"{e} {int(c.sum())}" for e, c in tilts[-1].gross.items()))
-    return tilts, windows
+    return tilts
+
+
+def _ordered_headers(
+    raw_paths: Sequence[str | os.PathLike], angles_deg: Sequence[float] | None,
+    keep_frames: bool, pixel_size_given: bool,
+) -> tuple[list[Acquisition], np.ndarray, str]:
+    """Every file's header, checked across the series and sorted by angle."""
+    if not raw_paths:
+        raise EdxtomoInputError("no raw files given for the tilt series")
+    headers = [read_header(p) for p in raw_paths]
+    check_acquisitions(headers, keep_frames=keep_frames, pixel_size_given=pixel_size_given)
+    paths, angles, source = order_tilts([h.path for h in headers], headers, angles_deg)
+    by_path = {h.path: h for h in headers}
+    if keep_frames and headers[0].n_frame is None:
+        log.warning("%s has no frames; each tilt is kept as one frame", headers[0].path)
+    return [by_path[p] for p in paths], angles, source
 
 
 def extract_tilt_series(
@@ -246,9 +297,11 @@ def extract_tilt_series(
         Default ``ExtractOptions()``.
     elements : sequence of str, optional
         Element symbols (a sample sheet's own); default ``options.elements``, and when that
-        is empty the element selection stored in the first file.
+        is empty the element selection stored in the lowest tilt's file.
     angles_deg : sequence of float, optional
-        Tilt angle of each file in ``raw_paths`` order, overriding the metadata.
+        Tilt angles in degrees (see :func:`~edxtomo.extract.tilts.order_tilts`): checked
+        against the tilts that the files record and paired by them; paired with the files
+        in natural order of their names only when files record no tilt.
     pixel_size_nm : float, optional
         Pixel size in nm, overriding the metadata.
 
@@ -257,114 +310,160 @@ def extract_tilt_series(
     series : TiltSeries
         Sorted by angle. ``"HAADF"`` (float32, mean over frames, when every file has one)
         and one stack per element: gross counts (uint16 or uint32) with ``background``
-        for ``"windows"``, float32 net counts for ``"model"``.
+        for ``"windows"``, float32 net counts for ``"model"``. An element whose line does
+        not stand above its background is kept, with ``element_absent: true`` in
+        ``provenance["channels"][element]``.
     spectrum : SummedSpectrum
-        The spectrum summed over tilts and pixels, with the windows.
+        The spectrum summed over tilts and pixels, with the windows, peaks and presence
+        tests.
 
     Raises
     ------
     EdxtomoInputError
-        A bad file, missing or duplicate angles, inconsistent shapes, pixel sizes or energy
-        axes, no elements, or a line outside the energy range.
+        A bad file, missing, duplicate or contradicting angles, tilts acquired differently
+        (shape, pixel size, energy axis, beam energy, detectors), no elements, or a line
+        outside the energy range.
     """
     options = parse_options(ExtractOptions, options, "extract")
-    method, integration_fwhm, background = (options.method, options.integration_fwhm,
-                                            options.background)
-    keep_frames, background_sigma_px = options.keep_frames, options.background_sigma_px
-    elements = list(elements or options.elements) or None
-    paths = [check_raw_file(p) for p in raw_paths]
-    if not paths:
-        raise EdxtomoInputError("no raw files given for the tilt series")
-    angles_deg = list(angles_deg) if angles_deg is not None and len(angles_deg) > 0 else None
-    if angles_deg is not None:
-        if len(angles_deg) != len(paths):
-            raise EdxtomoInputError(
-                f"{len(paths)} raw files but {len(angles_deg)} tilt angles in angles_deg "
-                f"(first file {paths[0]})"
-            )
-        check_angles(angles_deg, source="angles_deg", unique=True)
-    plan_options = {"lines": dict(options.lines), "integration_fwhm": integration_fwhm,
-                    "background": background}
-    tilts, windows = _read_tilts(paths, elements, plan_options, keep_frames,
-                                 pixel_size_nm is not None)
-    acquisition = tilts[0].acquisition
-    angles, angles_source = _angles(tilts, angles_deg)
-    size_nm, size_source = _pixel_size(tilts, pixel_size_nm)
-    order = np.argsort(angles, kind="stable")
-    tilts, angles = [tilts[i] for i in order], angles[order]
+    acquisitions, angles, angles_source = _ordered_headers(
+        raw_paths, angles_deg, options.keep_frames, pixel_size_nm is not None)
+    first = acquisitions[0]
+    elements = _elements_of_series(list(elements or options.elements) or None, acquisitions)
+    plan_options = {"lines": dict(options.lines), "integration_fwhm": options.integration_fwhm,
+                    "background": options.background}
+    windows = _Windows.of(plan_lines(elements, first, **plan_options), first)
+    tilts = _read_tilts(acquisitions, windows, options.keep_frames)
+    size_nm, size_source = _pixel_size(first, pixel_size_nm)
 
     spectrum = np.sum([t.spectrum for t in tilts], axis=0)
+    peaks = find_peaks(spectrum, first, elements)
+    _log_unlisted(peaks)
+    windows.plan = avoid_peaks(windows.plan, [p.energy_keV for p in peaks], first,
+                               options.background)
     gross = {e: np.stack([t.gross[e] for t in tilts]) for e in windows.plan}
-    fit = fit_eds_model(spectrum, acquisition, windows.plan) if method == "model" else None
-    if fit is None:
-        under_window = {e: window_background(spectrum, windows.elements[e],
-                                             windows.background(e, acquisition),
-                                             acquisition.energy_keV,
-                                             acquisition.beam_energy_keV)
-                        for e in windows.plan}
-    else:
-        under_window = {e: float(fit.background[slice(*r)].sum())
-                        for e, r in windows.elements.items()}
-    continuum_total = float(sum(spectrum[a:b].sum() for a, b in windows.continuum))
+    fit = (fit_eds_model(spectrum, first, windows.plan) if options.method == "model"
+           else None)
+    under_window = _under_windows(spectrum, windows, fit)
+    inside = windows.continuum_pieces()
+    continuum_total = float(sum(spectrum[a:b].sum() for (a, b), keep
+                                in zip(windows.pieces, inside, strict=True) if keep))
     ratios = {e: b / continuum_total if continuum_total > 0 else 0.0
               for e, b in under_window.items() if windows.plan[e].background_keV}
-    backgrounds = background_maps(ratios, np.stack([t.continuum for t in tilts]),
-                                  background_sigma_px) if ratios else {}
-
-    provenance: dict[str, Any] = {
-        "route": "raw",
-        "source_files": [str(t.acquisition.path) for t in tilts],
-        "method": method,
-        "integration_fwhm": float(integration_fwhm),
-        "background": background if isinstance(background, str) else "explicit",
-        "background_model": (
-            "expected counts per pixel = r * continuum map (background-window counts, "
-            f"Gaussian-smoothed by {background_sigma_px:g} px, sum kept); r = background "
-            "under the integration window / background-window counts, from the spectrum "
-            "summed over the series ("
-            + ("EDS-model polynomial" if fit is not None
-               else "line through both sides, or Kramers' law from one side") + ")"
-        ),
-        "background_sigma_px": float(background_sigma_px),
-        "beam_energy_keV": acquisition.beam_energy_keV,
-        "resolution_mnka_eV": acquisition.resolution_mnka_eV,
-        "energy_offset_keV": acquisition.energy_offset_keV,
-        "energy_scale_keV": acquisition.energy_scale_keV,
-        "n_channel": acquisition.n_channel,
-        "frames_kept": bool(keep_frames),
-        "angles_source": angles_source,
-        "pixel_size_source": size_source,
-        "channels": {},
-    }
+    continuum = np.stack([t.pieces[inside].sum(axis=0, dtype=np.int64) for t in tilts])
+    backgrounds = (background_maps(ratios, continuum, options.background_sigma_px)
+                   if ratios else {})
     if fit is None:
         maps = {e: _as_counts(g) for e, g in gross.items()}
+        expected = {e: under_window[e] for e in ratios}
     else:
         matrix = unmixing_matrix(fit.signatures, windows.elements)
         maps, backgrounds = unmix(gross, backgrounds, matrix), {}
+        # Without the element, its window holds the background and the other lines.
+        expected = {e: float(gross[e].sum() - maps[e].sum()) for e in ratios}
+    presence = {e: element_presence(e, float(gross[e].sum()), expected.get(e),
+                                    windows.one_count_background(e)) for e in gross}
+
+    provenance = _provenance(options, first, tilts, angles_source, size_source, fit, peaks)
+    if fit is not None:
         provenance.update(unmixing_matrix=matrix.tolist(), unmixing_elements=list(gross),
                           model_fit_range_keV=list(fit.fit_range_keV))
     for e in gross:
-        provenance["channels"][e] = {
-            **windows.plan[e].as_provenance(),
-            "integration_channels": list(windows.elements[e]),
-            "counts": fit is None,
-            "quantity": ("gross counts in the integration window" if fit is None
-                         else "net counts in the integration window, EDS-model unmixing"),
-            "series_gross_counts": int(gross[e].sum()),
-            "series_background_counts": float(under_window[e]) if e in ratios else 0.0,
-        }
-        log.info("%s: %d gross counts over the series, %.1f background", e,
-                 int(gross[e].sum()), provenance["channels"][e]["series_background_counts"])
+        provenance["channels"][e] = _channel_provenance(
+            windows, e, fit is None, gross[e], under_window[e] if e in ratios else 0.0,
+            presence[e])
 
     channels = _haadf_channel(tilts, provenance)
     channels.update(maps)
     series = TiltSeries(channels, angles, size_nm, provenance, backgrounds)
     summed = SummedSpectrum(
-        acquisition.energy_keV, spectrum, windows.plan,
+        first.energy_keV, spectrum, windows.plan,
         model=None if fit is None else fit.model,
         model_background=None if fit is None else fit.background,
+        presence=presence, peaks=peaks,
     )
     return series, summed
+
+
+def _elements_of_series(elements: list[str] | None,
+                        acquisitions: Sequence[Acquisition]) -> list[str]:
+    """The elements given, else the first file's selection (warning when files differ)."""
+    resolved = _resolve_elements(elements, acquisitions[0])
+    if elements is None:
+        for acquisition in acquisitions:
+            if set(acquisition.elements) != set(resolved):
+                log.warning("%s selects elements %s; using %s", acquisition.path,
+                            list(acquisition.elements), resolved)
+    return resolved
+
+
+def _log_unlisted(peaks: Sequence[Peak]) -> None:
+    unlisted = [p for p in peaks if not p.listed]
+    if unlisted:
+        log.warning(
+            "the summed spectrum holds lines of no listed element: %s; background windows "
+            "keep clear of them (list those elements if the specimen holds them)",
+            ", ".join(f"{p.energy_keV:.3f} keV ({p.line or 'unidentified'}, "
+                      f"{p.significance_sigma:.0f} sigma)" for p in unlisted))
+
+
+def _under_windows(spectrum: np.ndarray, windows: _Windows, fit: Any) -> dict[str, float]:
+    """Background counts under each integration window in the summed spectrum."""
+    if fit is not None:
+        return {e: float(fit.background[slice(*r)].sum()) for e, r in windows.elements.items()}
+    first = windows.acquisition
+    return {e: window_background(spectrum, windows.elements[e], windows.background(e),
+                                 first.energy_keV, first.beam_energy_keV)
+            for e in windows.plan}
+
+
+def _provenance(options: ExtractOptions, first: Acquisition, tilts: Sequence[_Tilt],
+                angles_source: str, size_source: str, fit: Any,
+                peaks: Sequence[Peak]) -> dict[str, Any]:
+    background, sigma_px = options.background, options.background_sigma_px
+    return {
+        "route": "raw",
+        "source_files": [str(t.acquisition.path) for t in tilts],
+        "method": options.method,
+        "integration_fwhm": float(options.integration_fwhm),
+        "background": background if isinstance(background, str) else "explicit",
+        "background_model": (
+            "expected counts per pixel = r * continuum map (background-window counts, "
+            f"Gaussian-smoothed by {sigma_px:g} px, sum kept); r = background "
+            "under the integration window / background-window counts, from the spectrum "
+            "summed over the series ("
+            + ("EDS-model polynomial" if fit is not None
+               else "line through both sides, or Kramers' law from one side") + ")"
+        ),
+        "background_sigma_px": float(sigma_px),
+        "beam_energy_keV": first.beam_energy_keV,
+        "resolution_mnka_eV": first.resolution_mnka_eV,
+        "energy_offset_keV": first.energy_offset_keV,
+        "energy_scale_keV": first.energy_scale_keV,
+        "n_channel": first.n_channel,
+        "detectors": list(first.detectors),
+        "frames_kept": bool(options.keep_frames),
+        "angles_source": angles_source,
+        "pixel_size_source": size_source,
+        "presence_threshold_sigma": SIGNIFICANCE_SIGMA,
+        "spectrum_peaks": [p.as_provenance() for p in peaks],
+        "channels": {},
+    }
+
+
+def _channel_provenance(windows: _Windows, element: str, counts: bool, gross: np.ndarray,
+                        background: float, presence: ElementPresence) -> dict[str, Any]:
+    log.info("%s: %d gross counts over the series, %.1f background, %.1f sigma", element,
+             int(gross.sum()), background, presence.significance_sigma)
+    return {
+        **windows.plan[element].as_provenance(),
+        "integration_channels": list(windows.elements[element]),
+        "counts": counts,
+        "quantity": ("gross counts in the integration window" if counts
+                     else "net counts in the integration window, EDS-model unmixing"),
+        "series_gross_counts": int(gross.sum()),
+        "series_background_counts": float(background),
+        **presence.as_provenance(),
+    }
 
 
 def _haadf_channel(tilts: Sequence[_Tilt], provenance: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -385,32 +484,11 @@ def _as_counts(counts: np.ndarray) -> np.ndarray:
     return counts.astype(dtype)
 
 
-def _angles(tilts: Sequence[_Tilt], angles_deg: Sequence[float] | None) -> tuple[np.ndarray, str]:
-    if angles_deg is not None:
-        return np.asarray(angles_deg, dtype=float), "angles_deg"
-    for tilt in tilts:
-        if tilt.acquisition.angle_deg is None:
-            raise EdxtomoInputError(
-                f"{tilt.acquisition.path}: no tilt angle in the metadata "
-                "(Stage.tilt_alpha); give angles_deg in the sample sheet"
-            )
-    angles = np.array([t.acquisition.angle_deg for t in tilts])
-    values, counts = np.unique(angles, return_counts=True)
-    if np.any(counts > 1):
-        value = values[counts > 1][0]
-        same = [str(t.acquisition.path) for t in tilts if t.acquisition.angle_deg == value]
-        hint = (" (exspy reports 0 deg for a file that records no stage tilt: give angles_deg)"
-                if value == 0 else "")
-        raise EdxtomoInputError(f"duplicate tilt angle {value:g} deg in {', '.join(same)}{hint}")
-    return angles, "metadata (Stage.tilt_alpha)"
-
-
-def _pixel_size(tilts: Sequence[_Tilt], pixel_size_nm: float | None) -> tuple[float, str]:
+def _pixel_size(first: Acquisition, pixel_size_nm: float | None) -> tuple[float, str]:
     if pixel_size_nm is not None:
         return float(pixel_size_nm), "pixel_size_nm"
-    size = tilts[0].acquisition.pixel_size_nm
-    if size is None:
+    if first.pixel_size_nm is None:
         raise EdxtomoInputError(
-            f"{tilts[0].acquisition.path}: the axes carry no length unit; give pixel_size_nm"
+            f"{first.path}: the axes carry no length unit; give pixel_size_nm"
         )
-    return size, "metadata (axes)"
+    return first.pixel_size_nm, "metadata (axes)"

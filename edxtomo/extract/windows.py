@@ -3,12 +3,16 @@
 :func:`plan_lines` gives every element its line (:mod:`edxtomo.extract.lines`), its
 integration window and its background windows. Background windows are ``"auto"``
 (:func:`auto_background_windows`), explicit keV windows per element, or ``"none"`` (no
-subtraction). :func:`channel_range` and :func:`merge_ranges` turn keV windows into the
-channel ranges that :func:`~edxtomo.extract.reduction.reduce_spectrum_image` sums.
+subtraction). Automatic windows keep clear of the lines of the listed elements, and, once
+the spectrum summed over the series is known, of every peak found in it
+(:func:`avoid_peaks`, peaks from :func:`~edxtomo.extract.presence.find_peaks`).
+:func:`channel_range`, :func:`merge_ranges` and :func:`split_ranges` turn keV windows into
+the channel ranges that :func:`~edxtomo.extract.reduction.reduce_spectrum_image` sums.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,13 +51,15 @@ def auto_background_windows(
     elements: Sequence[str],
     energy_range_keV: tuple[float, float],
     resolution_mnka_eV: float,
+    avoid_keV: Sequence[float] = (),
 ) -> list[tuple[float, float]]:
     """Line-free background windows around ``line``, in keV.
 
     The energies between 2 and 5 FWHM of the line on either side (exspy places its windows
     from 2 to 3 FWHM), less every stretch within 1.5 FWHM of a line of the sample (weight
-    >= 0.05, any element, the line's own family included) and anything outside
-    ``energy_range_keV``. Free stretches narrower than half a FWHM are dropped.
+    >= 0.05, any element, the line's own family included) or of an energy in ``avoid_keV``
+    (peaks found in the spectrum), and anything outside ``energy_range_keV``. Free
+    stretches narrower than half a FWHM are dropped.
 
     Returns
     -------
@@ -65,7 +71,8 @@ def auto_background_windows(
     near, far = (k * fwhm for k in BACKGROUND_REACH_FWHM)
     free = [(max(energy - far, energy_range_keV[0]), energy - near),
             (energy + near, min(energy + far, energy_range_keV[1]))]
-    for _, other in _lines_of(elements, BACKGROUND_LINE_WEIGHT):
+    others = [e for _, e in _lines_of(elements, BACKGROUND_LINE_WEIGHT)] + list(avoid_keV)
+    for other in others:
         clearance = LINE_CLEARANCE_FWHM * float(xray_fwhm_keV(other, resolution_mnka_eV))
         free = [piece for low, high in free
                 for piece in ((low, min(high, other - clearance)),
@@ -153,11 +160,10 @@ def plan_lines(
         _check_inside(window, energy_range, f"{line} integration window", acquisition.path)
         if background == "none":
             windows = []
-        elif isinstance(background, str) or not (element in background or line in background):
+        elif _is_auto(background, element, line):
             windows = auto_background_windows(line, elements, energy_range, resolution)
             if not windows:
-                log.warning("no line-free background window near %s: its background is not "
-                            "subtracted (give its windows explicitly: extract: background)", line)
+                _warn_no_window(line)
         else:
             windows = [tuple(map(float, w)) for w in background.get(element, background.get(line))]
             for w in windows:
@@ -183,6 +189,75 @@ def plan_lines(
     return plan
 
 
+def _is_auto(background: str | Mapping[str, Any], element: str, line: str) -> bool:
+    """Whether ``background`` leaves the windows of this element to
+    :func:`auto_background_windows`."""
+    if isinstance(background, str):
+        return background == "auto"
+    return element not in background and line not in background
+
+
+def _warn_no_window(line: str) -> None:
+    log.warning("no line-free background window near %s: its background is not subtracted "
+                "(give its windows explicitly: extract: background)", line)
+
+
+def avoid_peaks(
+    plan: Mapping[str, LineWindows],
+    peaks_keV: Sequence[float],
+    acquisition: Acquisition,
+    background: str | Mapping[str, Sequence[Sequence[float]]] = "auto",
+) -> dict[str, LineWindows]:
+    """The plan with its automatic background windows also clear of ``peaks_keV``.
+
+    Windows given explicitly stay as they are, with a warning for each that holds a peak.
+
+    Parameters
+    ----------
+    plan : mapping of str to LineWindows
+        From :func:`plan_lines` with the same ``background``.
+    peaks_keV : sequence of float
+        Energies of the peaks found in the summed spectrum.
+    acquisition : Acquisition
+        Energy axis, beam energy and detector resolution.
+    background : "auto", "none" or mapping
+        As given to :func:`plan_lines`.
+
+    Returns
+    -------
+    dict of str to LineWindows
+    """
+    energy_range = usable_range_keV(acquisition)
+    resolution = acquisition.resolution_mnka_eV
+    moved = {}
+    for element, windows in plan.items():
+        if background == "none":
+            moved[element] = windows
+            continue
+        if not _is_auto(background, element, windows.line):
+            _warn_on_peaks(windows, peaks_keV)
+            moved[element] = windows
+            continue
+        new = tuple(auto_background_windows(windows.line, list(plan), energy_range, resolution,
+                                            avoid_keV=peaks_keV))
+        if new != windows.background_keV:
+            log.info("%s: background windows moved off the peaks of the summed spectrum: %s",
+                     windows.line, ", ".join(f"{lo:.3f}-{hi:.3f}" for lo, hi in new) or "none")
+            if not new:
+                _warn_no_window(windows.line)
+        moved[element] = dataclasses.replace(windows, background_keV=new)
+    return moved
+
+
+def _warn_on_peaks(windows: LineWindows, peaks_keV: Sequence[float]) -> None:
+    for low, high in windows.background_keV:
+        inside = [f"{e:.3f}" for e in peaks_keV if low <= e <= high]
+        if inside:
+            log.warning("%s background window %.3f-%.3f keV (given in extract: background) "
+                        "holds a peak of the summed spectrum at %s keV: its background is "
+                        "overestimated", windows.line, low, high, ", ".join(inside))
+
+
 def _check_inside(
     window: Sequence[float], energy_range: tuple[float, float], what: str, path: Path
 ) -> None:
@@ -203,6 +278,26 @@ def channel_range(
     """
     start, stop = (int(np.round((e - offset_keV) / scale_keV)) for e in window_keV)
     return min(max(start, 0), n_channel), min(max(stop, 0), n_channel)
+
+
+def split_ranges(ranges: Sequence[tuple[int, int]], width: Sequence[int] | int
+                 ) -> list[tuple[int, int]]:
+    """Cut channel ranges into consecutive pieces of at most ``width`` channels.
+
+    Parameters
+    ----------
+    ranges : sequence of (int, int)
+    width : int or sequence of int
+        Largest piece, one value for all ranges or one per range (at least 1).
+    """
+    widths = [width] * len(ranges) if isinstance(width, int) else list(width)
+    pieces = []
+    for (start, stop), step in zip(ranges, widths, strict=True):
+        n = max(1, -(-(stop - start) // max(1, step)))
+        edges = np.rint(np.linspace(start, stop, n + 1)).astype(int)
+        pieces += [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)
+                   if b > a]
+    return pieces
 
 
 def merge_ranges(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:

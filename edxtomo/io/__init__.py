@@ -7,7 +7,9 @@
 - :mod:`~edxtomo.io.stacks`: tilt series as calibrated ``.hspy`` stacks (they also open as
   ``etspy.TomoStack``), volumes as ImageJ TIFF and ``.hspy``, label volumes.
 - :mod:`~edxtomo.io.raw`: raw vendor files (Velox ``.emd``, Bruker ``.bcf``, ...) read
-  through rosettasciio: spectrum images, HAADF images and their calibration.
+  through rosettasciio: spectrum images and HAADF images, formats checked by content.
+- :mod:`~edxtomo.io.header`: :func:`read_header`, the calibration of a raw file
+  (:class:`Acquisition`) from its metadata alone, fast enough to run at planning time.
 - :mod:`~edxtomo.io.angles`: the ``.rawtlt`` reader and :func:`check_angles`.
 - :mod:`~edxtomo.io.maps`: the maps route, ready element stacks plus their angles.
 
@@ -17,16 +19,14 @@ functions that need them. It imports nothing from the stages above it.
 
 from edxtomo.io.angles import check_angles, read_rawtlt
 from edxtomo.io.atomic import atomic_path
+from edxtomo.io.header import DEFAULT_RESOLUTION_MNKA_EV, Acquisition, read_header
 from edxtomo.io.maps import load_maps_series
 from edxtomo.io.raw import (
     SPECTRUM_IMAGE_CHUNK,
-    Acquisition,
-    acquisition_of,
     check_raw_file,
     pixel_size_nm_of,
     read_haadf,
     read_spectrum_image,
-    tilt_angle_deg,
 )
 from edxtomo.io.series import FRAME_AXIS_NAME, HAADF, TILT_AXIS_NAME, TiltSeries
 from edxtomo.io.stacks import (
@@ -43,13 +43,13 @@ from edxtomo.io.stacks import (
 
 __all__ = [
     "BACKGROUND_DIR",
+    "DEFAULT_RESOLUTION_MNKA_EV",
     "FRAME_AXIS_NAME",
     "HAADF",
     "SPECTRUM_IMAGE_CHUNK",
     "TILT_AXIS_NAME",
     "Acquisition",
     "TiltSeries",
-    "acquisition_of",
     "atomic_path",
     "check_angles",
     "check_raw_file",
@@ -57,13 +57,13 @@ __all__ = [
     "load_tilt_series",
     "pixel_size_nm_of",
     "read_haadf",
+    "read_header",
     "read_rawtlt",
     "read_spectrum_image",
     "read_stack",
     "read_volume",
     "read_volume_folder",
     "save_tilt_series",
-    "tilt_angle_deg",
     "write_labels",
     "write_stack",
     "write_volume",

@@ -1,15 +1,15 @@
 """Raw acquisitions: spectrum images and HAADF images read through rosettasciio.
 
 One file at a time, lazily: :func:`read_spectrum_image` gives the EDS spectrum image of a
-Velox ``.emd``, Bruker ``.bcf`` or any format rosettasciio reads, :func:`acquisition_of`
-its calibration (:class:`Acquisition`), :func:`read_haadf` its HAADF image. Every read
-error is an :class:`~edxtomo.errors.EdxtomoInputError` that names the file.
+Velox ``.emd``, Bruker ``.bcf`` or any format rosettasciio reads, :func:`read_haadf` its
+HAADF image; :func:`~edxtomo.io.header.read_header` its calibration. :func:`check_raw_file`
+checks the format by content before any reader sees the file. Every read error is an
+:class:`~edxtomo.errors.EdxtomoInputError` that names the file.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,23 @@ _SPECTRUM_IMAGE_OPTIONS: dict[str, dict[str, Any]] = {
     "emd": {"select_type": "spectrum_image", "sum_EDS_detectors": False},
     "bcf": {"select_type": "spectrum_image"},
 }
+_NO_SPECTRUM_IMAGE = (
+    "{path}: no EDS spectrum image in the file (a Velox file saved as 'reduced data' keeps "
+    "only its maps: extract maps in Velox and use the maps route instead)"
+)
+_HDF5 = ("HDF5", b"\x89HDF\r\n\x1a\n")
+#: What the content of a file must begin with, per extension: (format, signature name,
+#: signature). HDF5 may also start after a user block (h5py checks every allowed offset).
+_SIGNATURES: dict[str, tuple[str, str, bytes]] = {
+    "emd": ("Velox EMD file", *_HDF5),
+    "hspy": ("HyperSpy file", *_HDF5),
+    "hdf5": ("HyperSpy file", *_HDF5),
+    "bcf": ("Bruker BCF file", "AAMVHFSS", b"AAMVHFSS"),
+}
+#: Beginnings of common files that end up renamed, named in the error message.
+_LOOKS_LIKE = {b"\x89PNG": "a PNG image", b"II*\x00": "a TIFF image", b"MM\x00*": "a TIFF image",
+               b"\xff\xd8\xff": "a JPEG image", b"PK\x03\x04": "a ZIP archive",
+               b"%PDF": "a PDF document"}
 _IMAGE_OPTIONS: dict[str, dict[str, Any]] = {
     "emd": {"select_type": "images", "load_SI_image_stack": True},
     "bcf": {"select_type": "image"},
@@ -51,65 +68,20 @@ _IMAGE_OPTIONS: dict[str, dict[str, Any]] = {
 _PIXEL_SIZE_RTOL = 1e-3
 
 
-@dataclass(frozen=True)
-class Acquisition:
-    """Calibration of one raw spectrum image, read from its metadata.
-
-    Attributes
-    ----------
-    path : Path
-        The raw file.
-    angle_deg : float or None
-        Stage tilt alpha in degrees, None when the file does not record it.
-    pixel_size_nm : float or None
-        Pixel size in nm, None when the axes carry no length unit.
-    image_shape : tuple of int
-        ``(ny, nx)``.
-    n_frame : int or None
-        Number of frames when the data has a frame axis (Velox with frames kept, or any
-        spectrum image with three navigation axes), else None.
-    energy_offset_keV, energy_scale_keV : float
-        Energy of channel 0 and channel width, in keV.
-    n_channel : int
-        Number of energy channels.
-    beam_energy_keV : float
-        Accelerating voltage in kV.
-    resolution_mnka_eV : float
-        Detector energy resolution (FWHM at Mn Ka) in eV; exspy's default, 130 eV, when the
-        file records none (Velox files as rosettasciio reads them).
-    elements : tuple of str
-        Element selection stored in the file (may be empty).
-    """
-
-    path: Path
-    angle_deg: float | None
-    pixel_size_nm: float | None
-    image_shape: tuple[int, int]
-    n_frame: int | None
-    energy_offset_keV: float
-    energy_scale_keV: float
-    n_channel: int
-    beam_energy_keV: float
-    resolution_mnka_eV: float
-    elements: tuple[str, ...]
-
-    @property
-    def energy_keV(self) -> np.ndarray:
-        """Energy of each channel in keV, shape ``(n_channel,)``."""
-        return self.energy_offset_keV + self.energy_scale_keV * np.arange(self.n_channel)
-
-
 def _extension(path: Path) -> str:
     return path.suffix.lower().lstrip(".")
 
 
 def check_raw_file(path: str | os.PathLike) -> Path:
-    """Check that ``path`` exists and has an extension that rosettasciio reads.
+    """Check that ``path`` exists, has an extension that rosettasciio reads, and that its
+    content begins as that format does (HDF5 for ``.emd`` and ``.hspy``, ``AAMVHFSS`` for
+    Bruker ``.bcf``).
 
     Raises
     ------
     EdxtomoInputError
-        Missing file, or a format no rosettasciio plugin declares.
+        Missing file, a format no rosettasciio plugin declares, or content of another kind
+        (a PNG image renamed ``.emd``).
     """
     from rsciio import IO_PLUGINS
 
@@ -122,7 +94,33 @@ def check_raw_file(path: str | os.PathLike) -> Path:
             f"{path}: unknown format {path.suffix!r}: no rosettasciio reader handles it "
             "(use Velox .emd, Bruker .bcf or another EDS spectrum-image format it supports)"
         )
+    _check_signature(path)
     return path
+
+
+def _check_signature(path: Path) -> None:
+    """Raise when the file does not begin with the signature of its extension's format."""
+    if _extension(path) not in _SIGNATURES:
+        return
+    what, name, signature = _SIGNATURES[_extension(path)]
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(signature) or (name == "HDF5" and _is_hdf5(path)):
+        return
+    kind = next((k for start, k in _LOOKS_LIKE.items() if head.startswith(start)), None)
+    looks = f"; it looks like {kind}" if kind else ""
+    raise EdxtomoInputError(f"{path}: not a {what} (no {name} signature{looks})")
+
+
+def _is_hdf5(path: Path) -> bool:
+    import h5py
+
+    return bool(h5py.is_hdf5(path))
+
+
+def _is_eds_spectrum_image(signal_type: str, n_signal_axes: int, n_navigation_axes: int) -> bool:
+    """An EDS signal with one energy axis and at least two navigation axes (y, x)."""
+    return signal_type.startswith("EDS") and n_signal_axes == 1 and n_navigation_axes >= 2
 
 
 def _load_raw(path: Path, lazy: bool, **options: Any) -> list:
@@ -171,15 +169,12 @@ def read_spectrum_image(path: str | os.PathLike, *, keep_frames: bool = False) -
         options["sum_frames"] = not keep_frames
     found = [
         s for s in _load_raw(path, lazy=True, **options)
-        if str(s.metadata.get_item("Signal.signal_type", "")).startswith("EDS")
-        and s.axes_manager.signal_dimension == 1
-        and s.axes_manager.navigation_dimension >= 2
+        if _is_eds_spectrum_image(str(s.metadata.get_item("Signal.signal_type", "")),
+                                  s.axes_manager.signal_dimension,
+                                  s.axes_manager.navigation_dimension)
     ]
     if not found:
-        raise EdxtomoInputError(
-            f"{path}: no EDS spectrum image in the file (a Velox file saved as 'reduced data' "
-            "keeps only its maps: extract maps in Velox and use the maps route instead)"
-        )
+        raise EdxtomoInputError(_NO_SPECTRUM_IMAGE.format(path=path))
     if len(found) > 1 and options.get("sum_EDS_detectors", True):
         raise EdxtomoInputError(
             f"{path}: holds {len(found)} EDS spectrum images; expected one per acquisition"
@@ -205,15 +200,6 @@ def read_haadf(path: str | os.PathLike) -> np.ndarray | None:
         if "HAADF" in title.upper() and signal.axes_manager.signal_dimension == 2:
             data = np.asarray(signal.data, dtype=np.float32)
             return data.mean(axis=0) if data.ndim == 3 else data
-    return None
-
-
-def tilt_angle_deg(signal) -> float | None:
-    """Stage tilt alpha in degrees from the metadata of a HyperSpy signal (TEM or SEM)."""
-    for microscope in ("TEM", "SEM"):
-        value = signal.metadata.get_item(f"Acquisition_instrument.{microscope}.Stage.tilt_alpha")
-        if value is not None:
-            return float(value)
     return None
 
 
@@ -243,41 +229,22 @@ def pixel_size_nm_of(axes: list, source: str | os.PathLike) -> float | None:
         # 12 significant digits: undo the float noise of unit conversions (0.7 nm, not
         # 0.6999999999999998 nm); no calibration is known that well.
         sizes.append(float(f"{abs(float(axis.scale)):.12g}"))
-    if not np.isclose(sizes[0], sizes[1], rtol=_PIXEL_SIZE_RTOL, atol=0):
+    return _square_pixel_nm(sizes, source)
+
+
+def _square_pixel_nm(sizes_nm: list[float | None], source: str | os.PathLike) -> float | None:
+    """The pixel size from the sizes along two axes in nm (None: not a length).
+
+    Raises
+    ------
+    EdxtomoInputError
+        Pixels that are not square.
+    """
+    if any(size is None for size in sizes_nm):
+        return None
+    if not np.isclose(sizes_nm[0], sizes_nm[1], rtol=_PIXEL_SIZE_RTOL, atol=0):
         raise EdxtomoInputError(
-            f"{source}: pixels are not square ({sizes[0]:.6g} nm by {sizes[1]:.6g} nm)"
+            f"{source}: pixels are not square ({sizes_nm[0]:.6g} nm by {sizes_nm[1]:.6g} nm)"
         )
-    return sizes[0]
+    return sizes_nm[0]
 
-
-def acquisition_of(signal, path: str | os.PathLike) -> Acquisition:
-    """Read the calibration of a spectrum image returned by :func:`read_spectrum_image`."""
-    path = Path(path)
-    axes = signal.axes_manager
-    energy = axes.signal_axes[0]
-    if energy.units == "eV":
-        energy.convert_to_units("keV")
-    if energy.units != "keV":
-        raise EdxtomoInputError(f"{path}: energy axis in {energy.units!r}; expected keV or eV")
-    nav_shape = signal.data.shape[:-1]
-    meta = signal.metadata
-    microscope = "TEM" if meta.has_item("Acquisition_instrument.TEM") else "SEM"
-    beam = meta.get_item(f"Acquisition_instrument.{microscope}.beam_energy")
-    if beam is None:
-        raise EdxtomoInputError(f"{path}: no beam energy in the metadata")
-    resolution = meta.get_item(
-        f"Acquisition_instrument.{microscope}.Detector.EDS.energy_resolution_MnKa", 130.0
-    )
-    return Acquisition(
-        path=path,
-        angle_deg=tilt_angle_deg(signal),
-        pixel_size_nm=pixel_size_nm_of(list(axes.navigation_axes[:2]), path),
-        image_shape=tuple(int(n) for n in nav_shape[-2:]),
-        n_frame=int(nav_shape[0]) if len(nav_shape) == 3 else None,
-        energy_offset_keV=float(energy.offset),
-        energy_scale_keV=float(energy.scale),
-        n_channel=int(energy.size),
-        beam_energy_keV=float(beam),
-        resolution_mnka_eV=float(resolution),
-        elements=tuple(str(e) for e in meta.get_item("Sample.elements", [])),
-    )

@@ -101,8 +101,9 @@ class VeloxSettings:
     energy_offset_ev : float
         Energy of channel 0 in eV (rosettasciio's axis offset).
     beam_energy_kev : float
-    tilt_deg : float
-        Stage alpha tilt; stored in radians, as Velox does.
+    tilt_deg : float or None
+        Stage alpha tilt; stored in radians, as Velox does. None writes no
+        ``Stage.AlphaTilt``, as a file from a stage that records no tilt.
     elements : sequence of str
         The element selection (may be empty).
     n_frames : int
@@ -123,7 +124,7 @@ class VeloxSettings:
     dispersion_ev: float
     energy_offset_ev: float
     beam_energy_kev: float
-    tilt_deg: float
+    tilt_deg: float | None
     elements: Sequence[str] = ()
     n_frames: int = 1
     n_detectors: int = 4
@@ -229,8 +230,7 @@ def _base_metadata(settings: VeloxSettings, shape_yx: tuple[int, int],
         "Acquisition": {"AcquisitionStartDatetime": {"DateTime": "0"}},
         "Optics": {"AccelerationVoltage": _num(settings.beam_energy_kev * 1000),
                    "FullScanFieldOfView": {"x": _num(nx * pixel_m), "y": _num(ny * pixel_m)}},
-        "Stage": {"AlphaTilt": _num(np.deg2rad(settings.tilt_deg)), "BetaTilt": "0",
-                  "Position": {"x": "0", "y": "0", "z": "0"}},
+        "Stage": _stage(settings.tilt_deg),
         "Scan": {"ScanSize": {"width": str(nx), "height": str(ny)},
                  "DwellTime": _num(settings.dwell_time_s),
                  "LineTime": _num(settings.dwell_time_s * nx),
@@ -240,6 +240,11 @@ def _base_metadata(settings: VeloxSettings, shape_yx: tuple[int, int],
         "CustomProperties": {key: {"type": "string", "value": str(value)}
                              for key, value in settings.extra.items()},
     }
+
+
+def _stage(tilt_deg: float | None) -> dict[str, Any]:
+    alpha = {} if tilt_deg is None else {"AlphaTilt": _num(np.deg2rad(tilt_deg))}
+    return {**alpha, "BetaTilt": "0", "Position": {"x": "0", "y": "0", "z": "0"}}
 
 
 def _binary_result(settings: VeloxSettings, detector: str, index: int | None) -> dict[str, Any]:
@@ -402,7 +407,7 @@ def write_velox_emd(
         })
         _write_json(f["Features"], "Features",
                     {"features": [{"SIFeature": f"/Features/SIFeature/{feature_key}"}]})
-    log.info("wrote %s: %d counts, %d frames, %d detectors, tilt %.2f deg", path, len(events),
+    log.info("wrote %s: %d counts, %d frames, %d detectors, tilt %s deg", path, len(events),
              settings.n_frames, settings.n_detectors, settings.tilt_deg)
     return path
 
