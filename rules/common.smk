@@ -2,6 +2,7 @@ import dataclasses
 
 from edxtomo.config import load_samples, raw_inputs
 from edxtomo.options import load_workflow_config
+from edxtomo.preflight import preflight
 from edxtomo.runtime import failed_job_lines, nvidia_gpu_present
 
 CONFIG = load_workflow_config(config)
@@ -10,6 +11,8 @@ SAMPLES = load_samples(
     workflow.source_path("../config/schemas/samples.schema.yaml"),
     CONFIG,
 )
+if workflow.is_main_process:
+    preflight(SAMPLES, CONFIG, local=workflow.local_exec)
 RECON_METHODS = CONFIG.reconstruct.methods
 ANALYZE_METHODS = [m for m in CONFIG.analyze.methods if m in RECON_METHODS]
 ANALYSIS_KEYS = [(sample, method) for sample in SAMPLES for method in ANALYZE_METHODS]

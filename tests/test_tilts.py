@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import shared_path
+from velox_files import ACQUISITION_ORDER, N_CHANNELS, SHAPE, small_velox
 
 from edxtomo.config import Sample
 from edxtomo.errors import EdxtomoInputError
@@ -20,36 +21,11 @@ from edxtomo.extract import (
     ANGLE_TOLERANCE_DEG,
     check_acquisitions,
     extract_tilt_series,
-    line_energy_keV,
     natural_key,
     order_tilts,
     raw_files,
 )
 from edxtomo.io import Acquisition, pixel_size_nm_of, read_header, read_spectrum_image
-from edxtomo.simulate.velox import VeloxSettings, XrayEvents, write_velox_emd
-
-SHAPE = (4, 5)
-N_CHANNELS, DISPERSION_EV = 512, 20.0
-ACQUISITION_ORDER = np.arange(-60.0, 61.0, 10.0)  # t1 ... t13
-
-
-def _velox(path: Path, tilt_deg: float | None, *, index: int = 0, beam_kev: float = 300.0,
-           n_detectors: int = 1, seed: int = 0) -> Path:
-    """A small Velox file: Zn Ka counts on a flat continuum, a HAADF image equal to
-    ``index`` (to recognise the file in a series)."""
-    rng = np.random.default_rng(seed)
-    zn = line_energy_keV("Zn_Ka") * 1000 / DISPERSION_EV
-    channel = np.concatenate([np.rint(rng.normal(zn, 3.0, 300)), rng.integers(30, 500, 300)])
-    n = channel.size
-    events = XrayEvents(np.zeros(n, int), rng.integers(0, SHAPE[0], n),
-                        rng.integers(0, SHAPE[1], n), channel.astype(int),
-                        rng.integers(0, n_detectors, n))
-    settings = VeloxSettings(pixel_size_nm=0.5, n_channels=N_CHANNELS,
-                             dispersion_ev=DISPERSION_EV, energy_offset_ev=0.0,
-                             beam_energy_kev=beam_kev, tilt_deg=tilt_deg, elements=("Zn",),
-                             n_detectors=n_detectors)
-    return write_velox_emd(path, events, {"HAADF": np.full(SHAPE, index, np.float32)},
-                           settings, uuid_seed=seed)
 
 
 def _acquisition(name: str, angle: float | None, **changes) -> Acquisition:
@@ -67,8 +43,8 @@ def thirteen(tmp_path_factory):
     folder = tmp_path_factory.mktemp("thirteen")
     (folder / "no_tilt").mkdir()
     for k, angle in enumerate(ACQUISITION_ORDER):
-        _velox(folder / f"t{k + 1}.emd", angle, index=k + 1, seed=k)
-        _velox(folder / "no_tilt" / f"t{k + 1}.emd", None, index=k + 1, seed=k)
+        small_velox(folder / f"t{k + 1}.emd", angle, index=k + 1, seed=k)
+        small_velox(folder / "no_tilt" / f"t{k + 1}.emd", None, index=k + 1, seed=k)
     return sorted(folder.glob("t*.emd")), sorted((folder / "no_tilt").glob("t*.emd"))
 
 
@@ -78,14 +54,14 @@ def thirteen(tmp_path_factory):
 
 
 def test_header_of_a_simulated_velox_file(tmp_path):
-    header = read_header(_velox(tmp_path / "a.emd", -47.5, beam_kev=200.0, n_detectors=2))
+    header = read_header(small_velox(tmp_path / "a.emd", -47.5, beam_kev=200.0, n_detectors=2))
     assert header.angle_deg == -47.5
     assert header.image_shape == SHAPE and header.n_frame == 1
     assert (header.n_channel, header.energy_scale_keV, header.energy_offset_keV) == (
         N_CHANNELS, pytest.approx(0.02), 0.0)
     assert header.pixel_size_nm == 0.5 and header.beam_energy_keV == 200.0
     assert header.elements == ("Zn",) and header.detectors == ("SuperXG21", "SuperXG22")
-    assert read_header(_velox(tmp_path / "b.emd", None)).angle_deg is None
+    assert read_header(small_velox(tmp_path / "b.emd", None)).angle_deg is None
 
 
 def _agrees_with_reader(path: Path, header: Acquisition) -> None:
@@ -111,7 +87,7 @@ def _agrees_with_reader(path: Path, header: Acquisition) -> None:
 
 def test_header_agrees_with_the_reader_on_simulated_files(tmp_path):
     for name, tilt in (("a.emd", 12.345), ("b.emd", None)):
-        path = _velox(tmp_path / name, tilt, n_detectors=2)
+        path = small_velox(tmp_path / name, tilt, n_detectors=2)
         _agrees_with_reader(path, read_header(path))
 
 
@@ -150,8 +126,9 @@ def test_a_png_renamed_emd(tmp_path):
 
 
 def test_beam_energy_mismatch(tmp_path):
-    paths = [_velox(tmp_path / "a.emd", -10.0), _velox(tmp_path / "b.emd", 0.0, beam_kev=10.0),
-             _velox(tmp_path / "c.emd", 10.0)]
+    paths = [small_velox(tmp_path / "a.emd", -10.0),
+             small_velox(tmp_path / "b.emd", 0.0, beam_kev=10.0),
+             small_velox(tmp_path / "c.emd", 10.0)]
     message = r"b\.emd: beam energy 10 kV differs from 300 kV of .*a\.emd"
     with pytest.raises(EdxtomoInputError, match=message):
         check_acquisitions([read_header(p) for p in paths])
@@ -160,8 +137,8 @@ def test_beam_energy_mismatch(tmp_path):
 
 
 def test_detectors_and_resolution_mismatch(tmp_path):
-    paths = [_velox(tmp_path / "a.emd", 0.0, n_detectors=2),
-             _velox(tmp_path / "b.emd", 10.0, n_detectors=1)]
+    paths = [small_velox(tmp_path / "a.emd", 0.0, n_detectors=2),
+             small_velox(tmp_path / "b.emd", 10.0, n_detectors=1)]
     with pytest.raises(EdxtomoInputError,
                        match=r"b\.emd: EDS detectors SuperXG21 differ from SuperXG21, SuperXG22"):
         check_acquisitions([read_header(p) for p in paths])
@@ -248,7 +225,7 @@ def test_files_without_tilt_take_the_sheet_in_natural_order(thirteen):
 
 
 def test_a_file_without_tilt_is_never_0_deg(tmp_path):
-    paths = [_velox(tmp_path / "zero.emd", 0.0), _velox(tmp_path / "unknown.emd", None)]
+    paths = [small_velox(tmp_path / "zero.emd", 0.0), small_velox(tmp_path / "unknown.emd", None)]
     headers = [read_header(p) for p in paths]
     with pytest.raises(EdxtomoInputError,
                        match=r"no stage tilt in .*unknown\.emd \(the other files record one\)"):
