@@ -208,7 +208,9 @@ def plot_spectrum(spectrum: pd.DataFrame, windows: pd.DataFrame, path: str | os.
         ``extracted/spectrum.tsv``.
     windows : DataFrame
         ``element, line, line_energy_keV, kind, low_keV, high_keV``, as written to
-        ``extracted/windows.tsv``; ``kind`` is ``integration`` or ``background``.
+        ``extracted/windows.tsv``; ``kind`` is ``integration`` or ``background``. With an
+        ``element_absent`` column, absent elements are labelled so in the legend and named
+        under the title.
     path : path-like
         Output PNG.
     title : str
@@ -223,11 +225,13 @@ def plot_spectrum(spectrum: pd.DataFrame, windows: pd.DataFrame, path: str | os.
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, (element, rows) in enumerate(windows.groupby("element", sort=False)):
         colour = colours[index % len(colours)]
+        absent = element in _absent_elements(windows)
         for row in rows.itertuples():
             integration = row.kind == "integration"
+            label = f"{element} {row.line}" + (" (absent)" if absent else "")
             ax.axvspan(row.low_keV, row.high_keV, color=colour, alpha=0.3 if integration else 0.12,
                        hatch=None if integration else "//", lw=0,
-                       label=f"{element} {row.line}" if integration else None)
+                       label=label if integration else None)
         line_energy = rows["line_energy_keV"].iloc[0]
         ax.annotate(rows["line"].iloc[0], (line_energy, 1), xycoords=("data", "axes fraction"),
                     ha="center", va="bottom", fontsize=7, color=colour, rotation=90)
@@ -235,9 +239,19 @@ def plot_spectrum(spectrum: pd.DataFrame, windows: pd.DataFrame, path: str | os.
     ax.set_ylabel("counts per channel")
     ax.set_xlim(0, float(spectrum["energy_keV"].max()))
     ax.legend(fontsize=7, ncol=2, loc="upper right")
+    absent = _absent_elements(windows)
+    if absent:
+        title = (f"{title}\n" if title else "") + (
+            f"not significantly above background (flagged element_absent): {', '.join(absent)}")
     if title:
         ax.set_title(title, pad=24)
     _save(fig, path)
+
+
+def _absent_elements(windows: pd.DataFrame) -> list[str]:
+    if "element_absent" not in windows:
+        return []
+    return sorted(windows.loc[windows["element_absent"].astype(bool), "element"].unique())
 
 
 def plot_no_data(path: str | os.PathLike, message: str) -> None:
