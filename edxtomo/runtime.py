@@ -65,6 +65,7 @@ def rule_context(log_path: str | os.PathLike, threads: int = 1) -> Iterator[logg
         handler = logging.StreamHandler(stream)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         root = logging.getLogger()
+        level = root.level
         root.addHandler(handler)
         root.setLevel(logging.INFO)
         handler.addFilter(_drop_third_party_noise)
@@ -79,6 +80,7 @@ def rule_context(log_path: str | os.PathLike, threads: int = 1) -> Iterator[logg
             raise SystemExit(f"{ERROR_MARKER}{message} (details in {log_path})") from None
         finally:
             root.removeHandler(handler)
+            root.setLevel(level)
             sys.stderr.flush()
 
 
