@@ -1,4 +1,4 @@
-"""Segmentation of a reconstructed specimen into particles, and their geometry.
+"""Segmentation of a reconstructed specimen into particles.
 
 The segmentation signal is the HAADF volume when there is one, otherwise the mean of the
 element volumes, each divided by its maximum so that a weak element counts as much as a
@@ -9,8 +9,14 @@ and spurious specks. The mask is thresholded (Otsu by default), its holes are fi
 touching particles are split by a watershed of the distance transform. Objects below a
 minimum volume are dropped.
 
-Coordinates in the tables are in nm from the centre of voxel ``(0, 0, 0)``:
-``z_nm = iz * voxel_size_nm``, and so on.
+Detection must be earned: a threshold always finds objects, even in pure noise (Otsu puts
+its threshold inside the noise and the watershed cuts the result into hundreds of pieces).
+Each object is therefore tested against the noise of the signal, measured in the data: its
+mean must stand :data:`~edxtomo.particles.noise.SIGNIFICANCE_SIGMA` noise sigmas above the
+background, both per voxel and as a mean over its independent noise cells (see
+:func:`~edxtomo.particles.noise.object_significance`). Objects that fail are dropped and
+counted in the log; when none passes the segmentation is empty, and when most fail a warning
+says so.
 """
 
 from __future__ import annotations
@@ -26,24 +32,15 @@ from scipy import ndimage as ndi
 
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import read_volume
+from edxtomo.particles.geometry import empty_particle_table, particle_table
+from edxtomo.particles.noise import SIGNIFICANCE_SIGMA, BackgroundNoise, object_significance
 
 log = logging.getLogger(__name__)
 
-PARTICLE_CENTER = "particle"
-PARTICLE_COLUMNS = (
-    "particle",
-    "centroid_z_nm",
-    "centroid_y_nm",
-    "centroid_x_nm",
-    "volume_nm3",
-    "equivalent_diameter_nm",
-    "sphericity",
-    "touches_border",
-)
 THRESHOLD_METHODS = ("otsu", "li", "triangle")
-# Gaussian width that rounds a binary mask's voxel staircase before marching cubes: the raw
-# staircase inflates the surface area of a sphere by about 8%, this leaves under 1%.
-_SURFACE_SMOOTHING_VOX = 1.0
+# Counts of rejected objects above which a segmentation is said to cut into noise.
+_NOISY_FRACTION = 0.5
+_NOISY_COUNT = 10
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,7 @@ class Segmentation:
     labels : ndarray of int32, shape (nz, ny, nx)
         0 for background, 1..N for the particles (the ``particle`` column of ``table``).
     table : DataFrame
-        One row per particle, the :data:`PARTICLE_COLUMNS`.
+        One row per particle, the :data:`~edxtomo.particles.PARTICLE_COLUMNS`.
     threshold : float
         The threshold applied to the segmentation signal (NaN when the signal is empty).
     """
@@ -131,24 +128,40 @@ def segmentation_signal(
     -------
     ndarray, shape (nz, ny, nx), float32
     """
+    return _signals(volumes, haadf, smooth_sigma_vox, normalize)[0]
+
+
+def _signals(
+    volumes: Mapping[str, np.ndarray],
+    haadf: np.ndarray | None,
+    smooth_sigma_vox: float,
+    normalize: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The :func:`segmentation_signal`, and the same sum with negative values kept.
+
+    The second, on the same scale, is the one whose noise is measured: clipping a noise
+    field of zero mean at 0 would leave half its voxels at exactly 0 and its median
+    absolute deviation 0. The two are equal where no channel is negative.
+    """
     channels = [haadf] if haadf is not None else list(volumes.values())
     if not channels:
         raise EdxtomoInputError("no volume to segment")
-    signal = np.zeros(np.shape(channels[0]), dtype=np.float32)
+    clipped = np.zeros(np.shape(channels[0]), dtype=np.float32)
+    signed = np.zeros_like(clipped)
     for channel in channels:
         channel = np.asarray(channel, dtype=np.float32)
-        if channel.shape != signal.shape:
+        if channel.shape != clipped.shape:
             raise EdxtomoInputError(
-                f"volumes differ in shape: {channel.shape} versus {signal.shape}"
+                f"volumes differ in shape: {channel.shape} versus {clipped.shape}"
             )
         if smooth_sigma_vox > 0:
             channel = ndi.gaussian_filter(channel, smooth_sigma_vox)
-        channel = np.clip(channel, 0.0, None)
         if normalize:
             top = channel.max()
             channel = channel / (top * len(channels)) if top > 0 else np.zeros_like(channel)
-        signal += channel
-    return signal
+        signed += channel
+        clipped += np.clip(channel, 0.0, None)
+    return clipped, signed
 
 
 def threshold_value(signal: np.ndarray, threshold: str | float = "otsu") -> float:
@@ -223,53 +236,145 @@ def segment_particles(
     Segmentation
         Labels (int32, renumbered 1..N) and the particle table. An empty segmentation gives
         an all-zero label volume and an empty table (with a logged warning), not an error.
-    """
-    from skimage.feature import peak_local_max
-    from skimage.segmentation import relabel_sequential, watershed
 
+    Notes
+    -----
+    Every object must stand above the noise: its significance
+    (:func:`~edxtomo.particles.object_significance`, the table's ``significance_sigma``)
+    must reach :data:`~edxtomo.particles.SIGNIFICANCE_SIGMA`. The others are dropped and
+    counted in the log. When none is left the segmentation is empty, with a warning that
+    the signal is consistent with noise; when more than 10 objects, and more than half of
+    them, are dropped, a warning says that the threshold cuts into the noise.
+    """
     if not voxel_size_nm > 0:
         raise ValueError(f"voxel_size_nm must be positive, got {voxel_size_nm}")
-    signal = segmentation_signal(volumes, haadf, smooth_sigma_vox, normalize)
+    signal, signed = _signals(volumes, haadf, smooth_sigma_vox, normalize)
     if not signal.max() > signal.min():
         log.warning("the segmentation signal is constant (%.3g): no particles", signal.max())
         return _empty_segmentation(signal.shape, np.nan)
     level = threshold_value(signal, threshold)
-    mask = ndi.binary_fill_holes(signal > level)
-    components, n_components = ndi.label(mask)
-    log.info("threshold %s = %.4g: %d connected objects", threshold, level, n_components)
-
-    if split and n_components:
-        distance = ndi.distance_transform_edt(mask, sampling=voxel_size_nm)
-        if min_distance_nm is None:
-            min_distance_nm = 0.5 * float(distance.max())
-        min_distance_vox = max(1, int(round(min_distance_nm / voxel_size_nm)))
-        peaks = peak_local_max(
-            distance, min_distance=min_distance_vox, labels=components, exclude_border=False
-        )
-        markers = np.zeros(mask.shape, dtype=np.int32)
-        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-        labels = watershed(-distance, markers, mask=mask).astype(np.int32)
-        labels = _merge_wide_necks(labels, distance, merge_neck_ratio)
-        log.info("watershed with markers %.3g nm apart: %d markers, %d objects after merging "
-                 "wide necks", min_distance_nm, len(peaks), len(np.unique(labels)) - 1)
-    else:
-        labels = components.astype(np.int32)
-
-    counts = np.bincount(labels.ravel())
-    small = np.flatnonzero(counts * voxel_size_nm**3 < min_volume_nm3)
-    small = small[small > 0]
-    if small.size:
-        log.info("dropping %d objects under %.3g nm^3", small.size, min_volume_nm3)
-        labels[np.isin(labels, small)] = 0
-    labels = relabel_sequential(labels)[0].astype(np.int32)
-    if labels.max() == 0:
+    labels = _label_objects(signal > level, voxel_size_nm, split, min_distance_nm,
+                            merge_neck_ratio)
+    log.info("threshold %s = %.4g: %d objects", threshold, level, _count_labels(labels))
+    labels = _drop_small(labels, voxel_size_nm, min_volume_nm3)
+    if not labels.any():
         log.warning("no particle above the threshold %.4g (min volume %.3g nm^3)",
                     level, min_volume_nm3)
         return _empty_segmentation(signal.shape, level)
-    table = particle_table(labels, voxel_size_nm)
-    log.info("%d particles, equivalent diameters %s nm", len(table),
-             np.round(table["equivalent_diameter_nm"].to_numpy(), 2))
+    labels, significance = _drop_noise(signed, labels, level, smooth_sigma_vox)
+    if not labels.any():
+        return _empty_segmentation(signal.shape, level)
+    table = particle_table(labels, voxel_size_nm, significance)
+    log.info("%d particles, equivalent diameters %s nm, significance %s sigma", len(table),
+             np.round(table["equivalent_diameter_nm"].to_numpy(), 2),
+             np.round(table["significance_sigma"].to_numpy(), 1))
     return Segmentation(labels, table, level)
+
+
+def _label_objects(
+    mask: np.ndarray,
+    voxel_size_nm: float,
+    split: bool,
+    min_distance_nm: float | None,
+    merge_neck_ratio: float,
+) -> np.ndarray:
+    """Connected objects of ``mask`` (holes filled), split by the watershed when ``split``.
+
+    See :func:`segment_particles` for the parameters. Returns int32 labels, 0 background.
+    """
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    mask = ndi.binary_fill_holes(mask)
+    components, n_components = ndi.label(mask)
+    if not (split and n_components):
+        return components.astype(np.int32)
+    distance = ndi.distance_transform_edt(mask, sampling=voxel_size_nm)
+    if min_distance_nm is None:
+        min_distance_nm = 0.5 * float(distance.max())
+    min_distance_vox = max(1, int(round(min_distance_nm / voxel_size_nm)))
+    peaks = peak_local_max(
+        distance, min_distance=min_distance_vox, labels=components, exclude_border=False
+    )
+    markers = np.zeros(mask.shape, dtype=np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    labels = watershed(-distance, markers, mask=mask).astype(np.int32)
+    log.info("%d connected objects; watershed with markers %.3g nm apart: %d markers",
+             n_components, min_distance_nm, len(peaks))
+    return _merge_wide_necks(labels, distance, merge_neck_ratio)
+
+
+def _count_labels(labels: np.ndarray) -> int:
+    """Number of distinct positive labels present."""
+    return int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
+
+
+def _drop_small(labels: np.ndarray, voxel_size_nm: float, min_volume_nm3: float) -> np.ndarray:
+    """``labels`` with the objects under ``min_volume_nm3`` set to 0 (not renumbered)."""
+    counts = np.bincount(labels.ravel())
+    small = (counts > 0) & (counts * voxel_size_nm**3 < min_volume_nm3)
+    small[0] = False
+    if small.any():
+        log.info("dropping %d objects under %.3g nm^3", np.count_nonzero(small), min_volume_nm3)
+        labels = np.where(small[labels], 0, labels)
+    return labels
+
+
+def _drop_noise(
+    signal: np.ndarray, labels: np.ndarray, threshold: float, smooth_sigma_vox: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the objects that do not stand above the noise; warn when many or all fail.
+
+    Parameters
+    ----------
+    signal : ndarray, shape (nz, ny, nx)
+        The segmentation signal with negative values kept (see :func:`_signals`).
+    labels : ndarray of int32, shape (nz, ny, nx)
+        Objects, 0 background; numbers may have gaps.
+    threshold : float
+        The segmentation threshold on the signal's scale, for the log.
+    smooth_sigma_vox : float
+        Gaussian smoothing of the signal: an object's blurred edge reaches 4 sigmas, and the
+        background is measured one voxel beyond that.
+
+    Returns
+    -------
+    labels : ndarray of int32, shape (nz, ny, nx)
+        The objects kept, renumbered 1..N in their order.
+    significance : ndarray, shape (N,)
+        Their :func:`~edxtomo.particles.object_significance`.
+    """
+    from skimage.segmentation import relabel_sequential
+
+    margin_vox = int(np.ceil(4 * smooth_sigma_vox)) + 1
+    significance, counts, noise = object_significance(signal, labels, margin_vox)
+    present = counts > 0
+    present[0] = False
+    keep = present & (significance >= SIGNIFICANCE_SIGMA)
+    _log_verdict(noise, threshold, int(np.count_nonzero(present)), int(np.count_nonzero(keep)))
+    labels = relabel_sequential(np.where(keep[labels], labels, 0))[0].astype(np.int32)
+    return labels, significance[keep]
+
+
+def _log_verdict(noise: BackgroundNoise, threshold: float, n_objects: int, n_kept: int) -> None:
+    """Log the noise and the objects dropped as noise; warn when all are, or most of many."""
+    log.info("background %.4g, noise sigma %.3g, correlation volume %.3g voxels: the "
+             "threshold is %.1f sigma above the background", noise.level, noise.sigma,
+             noise.correlation_volume_vox, noise.sigmas_above(threshold))
+    n_noise = n_objects - n_kept
+    if n_noise:
+        log.info("dropping %d of %d objects as noise (significance under %.3g sigma)",
+                 n_noise, n_objects, SIGNIFICANCE_SIGMA)
+    if not n_kept:
+        log.warning("none of the %d objects stands %.3g sigma above the noise: the signal is "
+                    "consistent with noise, no particles. Check the reconstruction, "
+                    "analyze.threshold and analyze.segment_on", n_objects, SIGNIFICANCE_SIGMA)
+    elif n_noise > max(_NOISY_FRACTION * n_objects, _NOISY_COUNT):
+        log.warning("%d of %d objects are noise (under %.3g sigma): the threshold %.4g, %.1f "
+                    "noise sigmas above the background, cuts into the noise; %d particles "
+                    "kept. Try a higher analyze.threshold, or analyze.segment_on: auto (the "
+                    "HAADF)", n_noise, n_objects, SIGNIFICANCE_SIGMA, threshold,
+                    noise.sigmas_above(threshold), n_kept)
 
 
 def _merge_wide_necks(labels: np.ndarray, distance: np.ndarray, ratio: float) -> np.ndarray:
@@ -307,97 +412,3 @@ def _merge_wide_necks(labels: np.ndarray, distance: np.ndarray, ratio: float) ->
 
 def _empty_segmentation(shape: tuple[int, ...], level: float) -> Segmentation:
     return Segmentation(np.zeros(shape, dtype=np.int32), empty_particle_table(), level)
-
-
-def empty_particle_table() -> pd.DataFrame:
-    """A particle table with the :data:`PARTICLE_COLUMNS` and no rows."""
-    dtypes = dict.fromkeys(PARTICLE_COLUMNS, float) | {"particle": int, "touches_border": bool}
-    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in dtypes.items()})
-
-
-def particle_table(labels: np.ndarray, voxel_size_nm: float) -> pd.DataFrame:
-    """Geometry of every labelled particle.
-
-    Parameters
-    ----------
-    labels : ndarray of int, shape (nz, ny, nx)
-        0 background, positive labels the particles.
-    voxel_size_nm : float
-
-    Returns
-    -------
-    DataFrame
-        :data:`PARTICLE_COLUMNS`, one row per label present, sorted by label: centroid in nm,
-        ``volume_nm3`` (voxel count times the voxel volume), ``equivalent_diameter_nm`` (of
-        the sphere of that volume), ``sphericity`` (see :func:`sphericity`) and
-        ``touches_border`` (the particle has a voxel on a face of the volume).
-    """
-    rows = []
-    for index, box in enumerate(ndi.find_objects(labels), start=1):
-        if box is None:
-            continue
-        mask = labels[box] == index
-        coords = np.argwhere(mask) + [s.start for s in box]
-        volume_nm3 = mask.sum() * voxel_size_nm**3
-        touches = any(
-            s.start == 0 or s.stop == size for s, size in zip(box, labels.shape, strict=True)
-        )
-        rows.append({
-            "particle": index,
-            **dict(zip(PARTICLE_COLUMNS[1:4], coords.mean(axis=0) * voxel_size_nm, strict=True)),
-            "volume_nm3": volume_nm3,
-            "equivalent_diameter_nm": (6.0 * volume_nm3 / np.pi) ** (1.0 / 3.0),
-            "sphericity": sphericity(mask),
-            "touches_border": bool(touches),
-        })
-    if not rows:
-        return empty_particle_table()
-    return pd.DataFrame(rows, columns=list(PARTICLE_COLUMNS))
-
-
-def sphericity(mask: np.ndarray) -> float:
-    """Sphericity ``pi^(1/3) (6 V)^(2/3) / A`` of a binary object; 1 for a sphere.
-
-    ``A`` and ``V`` are the area and enclosed volume of one marching-cubes surface: the
-    half level of the mask after a Gaussian of sigma 1 voxel, which rounds off the voxel
-    staircase (the raw staircase inflates a sphere's area by about 8%). Taking both from the
-    same closed surface keeps the value at most 1 (the isoperimetric inequality).
-
-    Parameters
-    ----------
-    mask : ndarray of bool, shape (nz, ny, nx)
-
-    Returns
-    -------
-    float
-        NaN for an object too small to carry a surface.
-    """
-    from skimage.measure import marching_cubes, mesh_surface_area
-
-    pad = int(np.ceil(3 * _SURFACE_SMOOTHING_VOX)) + 1
-    smooth = ndi.gaussian_filter(np.pad(mask.astype(float), pad), _SURFACE_SMOOTHING_VOX)
-    if not smooth.max() > 0.5:
-        return np.nan
-    verts, faces, _, _ = marching_cubes(smooth, 0.5)
-    area = mesh_surface_area(verts, faces)
-    triangles = verts[faces]
-    enclosed = abs(
-        np.einsum("ij,ij->i", triangles[:, 0], np.cross(triangles[:, 1], triangles[:, 2])).sum()
-    ) / 6.0
-    return float(np.pi ** (1 / 3) * (6 * enclosed) ** (2 / 3) / area) if area > 0 else np.nan
-
-
-def particle_regions(labels: np.ndarray, margin_vox: int = 3) -> np.ndarray:
-    """Each particle's label grown by ``margin_vox`` voxels into the background.
-
-    A background voxel within the margin goes to its nearest particle, so regions of touching
-    particles never overlap. Cropping an element volume to a region keeps the blurred edge of
-    the particle's shell and excludes its neighbours.
-
-    Returns
-    -------
-    ndarray of int32, shape (nz, ny, nx)
-    """
-    from skimage.segmentation import expand_labels
-
-    return expand_labels(labels, distance=margin_vox).astype(np.int32)
