@@ -80,3 +80,13 @@ def test_planning_modules_do_not_import_torch():
     code = ("import sys, edxtomo.config, edxtomo.options, edxtomo.runtime, edxtomo.options.docs;"
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_budget_follows_the_device_and_explicit_counts_win():
+    fast, name = DeepOptions().with_budget("cpu")
+    assert name == "fast" and (fast.denoise.steps, fast.enrich.steps) == (120, 60)
+    full, name = DeepOptions().with_budget("cuda")
+    assert name == "full" and (full.mbir.outer, full.final.iterations) == (20, 200)
+    mine, name = DeepOptions.model_validate(
+        {"budget": "fast", "enrich": {"steps": 7}}).with_budget("cuda")
+    assert name == "fast" and mine.enrich.steps == 7 and mine.denoise.steps == 120

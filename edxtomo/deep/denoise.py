@@ -47,6 +47,7 @@ from edxtomo.deep.unet import DenoiserNet
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import TiltSeries
 from edxtomo.options import DenoiseOptions, parse_options
+from edxtomo.options.deep import budget_name, fill_budget
 from edxtomo.tomo.device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,8 @@ def denoise_projections(
         Seeds the network initialisation and every split, crop and flip.
     device : {"auto", "cpu", "cuda"} or torch.device
     options : DenoiseOptions, optional
-        Default: ``DenoiseOptions()``.
+        Default: ``DenoiseOptions()``; a step count left at None comes from the ``auto``
+        budget of the device.
     checkpoint_dir : path-like, optional
         Where to keep ``denoise_*.pt`` checkpoints; an interrupted run resumes from them.
     progress : bool
@@ -155,8 +157,9 @@ def denoise_projections(
     -------
     DenoiseResult
     """
-    opts = parse_options(DenoiseOptions, options, "reconstruct.deep.denoise")
     dev = resolve_device(device)
+    opts = fill_budget(parse_options(DenoiseOptions, options, "reconstruct.deep.denoise"),
+                       "denoise", budget_name("auto", dev.type))
     elements = series.elements
     if not elements:
         raise EdxtomoInputError("the tilt series has no element channel to denoise")

@@ -30,6 +30,7 @@ from edxtomo.deep.training import (
 from edxtomo.deep.unet import UNet
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.options import EnrichOptions, parse_options
+from edxtomo.options.deep import budget_name, fill_budget
 from edxtomo.tomo.device import resolve_device
 from edxtomo.tomo.projector import Projector
 
@@ -74,7 +75,8 @@ def enrich_views(
         Seeds the initialisation, batches, crops and flips.
     device : {"auto", "cpu", "cuda"} or torch.device
     options : EnrichOptions, optional
-        Default: ``EnrichOptions()``.
+        Default: ``EnrichOptions()``; a step count left at None comes from the ``auto``
+        budget of the device.
     checkpoint_dir : path-like, optional
         Where ``enrich.pt`` is kept; an interrupted run resumes from it.
     progress : bool
@@ -87,8 +89,9 @@ def enrich_views(
     losses : list of float
         Training loss per step.
     """
-    opts = parse_options(EnrichOptions, options, "reconstruct.deep.enrich")
     dev = resolve_device(device)
+    opts = fill_budget(parse_options(EnrichOptions, options, "reconstruct.deep.enrich"),
+                       "enrich", budget_name("auto", dev.type))
     volumes_t = torch.as_tensor(np.asarray(volumes, np.float32), device=dev)
     measured_t = torch.as_tensor(np.asarray(measured, np.float32), device=dev)
     c, nz, ny, nx = volumes_t.shape

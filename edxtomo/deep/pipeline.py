@@ -77,6 +77,7 @@ def reconstruct_deep(
         Tilt angles in degrees.
     options : DeepOptions, optional
         Steps b-d read its ``mbir``, ``enrich`` and ``final``; default ``DeepOptions()``.
+        Counts left at None come from its budget on the device.
     seed : int
         Seeds the enrichment network.
     device : {"auto", "cpu", "cuda"} or torch.device
@@ -91,7 +92,8 @@ def reconstruct_deep(
     -------
     DeepResult
     """
-    options = parse_options(DeepOptions, options, "reconstruct.deep")
+    dev = resolve_device(device)
+    options, _ = parse_options(DeepOptions, options, "reconstruct.deep").with_budget(dev.type)
     mbir_opts, final_opts = options.mbir, options.final
     elements = list(projections)
     if not elements:
@@ -100,7 +102,6 @@ def reconstruct_deep(
     if not np.all(np.isfinite(stack)):
         raise EdxtomoInputError("the denoised projections hold NaN or infinite values")
     angles_deg = np.asarray(angles_deg, dtype=float)
-    dev = resolve_device(device)
 
     clock = _Clock(dev)
     volumes = _cached_mbir(stack, angles_deg, mbir_opts, elements, nz, dev, checkpoint_dir,

@@ -23,6 +23,7 @@ from edxtomo.deep.denoise import DenoiseResult, denoise_projections
 from edxtomo.deep.pipeline import DeepResult, reconstruct_deep
 from edxtomo.io import HAADF, TiltSeries, atomic_path, write_stack, write_volume
 from edxtomo.options import DeepOptions
+from edxtomo.tomo.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def run_deep(
     transforms : DataFrame
         The alignment transforms (:func:`edxtomo.align.read_transforms`).
     options : DeepOptions
+        Its ``budget`` fills the step counts left at None (logged).
     nz : int, optional
         Volume depth in voxels; default the image width.
     seed : int
@@ -85,6 +87,12 @@ def run_deep(
     -------
     DeepRun
     """
+    device = resolve_device(device)
+    options, budget = options.with_budget(device.type)
+    log.info("training budget %r (reconstruct.deep.budget: %s) on %s: denoise %d steps, "
+             "model-based %d x %d, enrichment %d steps, final %d iterations", budget,
+             options.budget, device, options.denoise.steps, options.mbir.outer,
+             options.mbir.inner, options.enrich.steps, options.final.iterations)
     denoised = denoise_projections(extracted, seed=seed, device=device, options=options.denoise,
                                    checkpoint_dir=checkpoint_dir, progress=progress)
     log.info("denoising scheme: %s", denoised.scheme)

@@ -10,11 +10,43 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from edxtomo.options.base import ChannelWeight, Options
+from edxtomo.options.base import ChannelWeight, Options, OptionsT
 from edxtomo.options.reconstruct import FbpFilter
 
 MBIR_WEIGHT = 0.03
 """Default weight of step b (``data: kl``: dose independent)."""
+
+Budget = Literal["auto", "full", "fast"]
+
+BUDGETS: dict[str, dict[str, dict[str, int]]] = {
+    "full": {"denoise": {"steps": 400}, "mbir": {"outer": 20, "inner": 20},
+             "enrich": {"steps": 200}, "final": {"iterations": 200}},
+    "fast": {"denoise": {"steps": 120}, "mbir": {"outer": 10, "inner": 10},
+             "enrich": {"steps": 60}, "final": {"iterations": 60}},
+}
+"""Training and iteration counts of each budget, by step. ``fast`` runs the demo (64^2 px,
+13 tilts, 5 elements) in a few minutes on 2 CPU cores; ``full`` is the GPU setting."""
+
+
+def budget_name(budget: str, device_type: str) -> str:
+    """The budget that runs: ``auto`` is ``full`` on CUDA and ``fast`` elsewhere."""
+    if budget == "auto":
+        return "full" if device_type == "cuda" else "fast"
+    return budget
+
+
+def fill_budget(options: OptionsT, step: str, budget: str) -> OptionsT:
+    """``options`` of one step with the counts left at ``null`` taken from ``budget``.
+
+    Parameters
+    ----------
+    options : DenoiseOptions, MbirOptions, EnrichOptions or FinalOptions
+    step : {"denoise", "mbir", "enrich", "final"}
+    budget : {"full", "fast"}
+    """
+    missing = {key: value for key, value in BUDGETS[budget][step].items()
+               if getattr(options, key) is None}
+    return options.model_copy(update=missing)
 
 
 class NetworkOptions(Options):
@@ -40,8 +72,8 @@ class DenoiseOptions(NetworkOptions):
     300 steps, for n_element times the training time.
     """
 
-    steps: int = Field(400, ge=1)
-    """optimiser steps per network"""
+    steps: int | None = Field(None, ge=1)
+    """optimiser steps per network; `null`: from `budget` (full 400, fast 120)"""
     lr: float = Field(5e-3, gt=0)
     """Adam learning rate (cosine-decayed)"""
     inference_splits: int = Field(8, ge=1)
@@ -74,10 +106,12 @@ class MbirOptions(Options):
     weight: ChannelWeight = MBIR_WEIGHT
     """regularisation weight, one number or per element (`kl`: dose independent; `l2`: for unit-
     peak data)"""
-    outer: int = Field(20, ge=1)
-    """outer iterations (PDHG runs outer x inner; split-Bregman: Bregman updates)"""
-    inner: int = Field(20, ge=1)
-    """inner iterations (split-Bregman: conjugate-gradient steps)"""
+    outer: int | None = Field(None, ge=1)
+    """outer iterations (PDHG runs outer x inner; split-Bregman: Bregman updates); `null`:
+    from `budget` (full 20, fast 10)"""
+    inner: int | None = Field(None, ge=1)
+    """inner iterations (split-Bregman: conjugate-gradient steps); `null`: from `budget`
+    (full 20, fast 10)"""
     solver: Literal["pdhg", "split_bregman"] = "pdhg"
     """solver; `split_bregman` with `data: l2` only"""
 
@@ -91,8 +125,8 @@ class MbirOptions(Options):
 class EnrichOptions(NetworkOptions):
     """Step c, view enrichment (:func:`edxtomo.deep.enrich_views`)."""
 
-    steps: int = Field(200, ge=1)
-    """optimiser steps"""
+    steps: int | None = Field(None, ge=1)
+    """optimiser steps; `null`: from `budget` (full 200, fast 60)"""
     lr: float = Field(1e-3, gt=0)
     """Adam learning rate (cosine-decayed)"""
     step_deg: float = Field(1.0, gt=0)
@@ -112,8 +146,8 @@ class FinalOptions(Options):
 
     method: Literal["tv", "sirt", "fbp"] = "tv"
     """`tv`: step b's data term plus TV on the enriched views; `sirt`; or `fbp`"""
-    iterations: int = Field(200, ge=1)
-    """SIRT or PDHG iterations"""
+    iterations: int | None = Field(None, ge=1)
+    """SIRT or PDHG iterations; `null`: from `budget` (full 200, fast 60)"""
     weight: ChannelWeight | None = None
     """TV weight per measured view as in step b (scaled by the number of dense views); `null` takes
     step b's"""
@@ -124,6 +158,9 @@ class FinalOptions(Options):
 class DeepOptions(Options):
     """The deep pipeline, steps a to d (:func:`edxtomo.deep.run_deep`)."""
 
+    budget: Budget = "auto"
+    """training budget: `auto` (`full` on CUDA, `fast` on the CPU), `full` or `fast`; a count
+    set in a step below wins over it"""
     denoise: DenoiseOptions = DenoiseOptions()
     """step a: self-supervised denoising of the raw counts"""
     mbir: MbirOptions = MbirOptions()
@@ -132,3 +169,10 @@ class DeepOptions(Options):
     """step c: view enrichment"""
     final: FinalOptions = FinalOptions()
     """step d: final reconstruction"""
+
+    def with_budget(self, device_type: str) -> tuple[DeepOptions, str]:
+        """These options with every count left at ``null`` taken from the budget that runs
+        on ``device_type`` (``"cuda"`` or ``"cpu"``); and that budget's name."""
+        name = budget_name(self.budget, device_type)
+        steps = {step: fill_budget(getattr(self, step), step, name) for step in BUDGETS[name]}
+        return self.model_copy(update=steps), name
