@@ -18,6 +18,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from edxtomo.io import atomic_path  # noqa: E402
+from edxtomo.statistics import mean_interval  # noqa: E402
+from edxtomo.thickness import FLAG_OK  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,12 @@ def plot_orthoslices(
 
 
 def plot_thickness_distributions(particles: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Per-element distributions of particle mean shell thickness, by sample and method.
+    """Per-element particle mean shell thickness, by sample and method, with 95% intervals.
+
+    One point per particle flagged ``ok`` (jittered), and beside the points the mean over
+    those particles with its Student t 95% interval
+    (:func:`edxtomo.statistics.mean_interval`) as an error bar; no bar for fewer than two
+    particles.
 
     Parameters
     ----------
@@ -122,23 +129,43 @@ def plot_thickness_distributions(particles: pd.DataFrame, path: str | os.PathLik
     path : path-like
         Output PNG.
     """
-    import seaborn as sns
-
-    usable = particles[np.isfinite(particles["thickness_mean_nm"])]
+    ok = particles["flag"] == FLAG_OK
+    usable = particles[ok & np.isfinite(particles["thickness_mean_nm"].astype(float))]
     if usable.empty:
-        plot_no_data(path, "no particle with a measurable shell")
+        plot_no_data(path, "no particle flagged ok with a measurable shell")
         return
     usable = usable.assign(group=usable["sample"] + " / " + usable["method"])
-    grid = sns.catplot(
-        data=usable, x="group", y="thickness_mean_nm", col="element", kind="box",
-        col_wrap=min(3, usable["element"].nunique()), sharey=False, height=3, aspect=1.2,
-        color="0.85",
-    )
-    grid.map_dataframe(sns.stripplot, x="group", y="thickness_mean_nm", color="k", size=4)
-    grid.set_axis_labels("sample / method", "mean shell thickness (nm)")
-    for ax in grid.axes.flat:
-        ax.tick_params(axis="x", rotation=30, labelsize=7)
-    _save(grid.figure, path)
+    groups = list(pd.unique(usable["group"]))
+    elements = sorted(usable["element"].unique())
+    n_col = min(3, len(elements))
+    n_row = -(-len(elements) // n_col)
+    fig, axes = plt.subplots(n_row, n_col, figsize=(3.6 * n_col, 3.2 * n_row), squeeze=False)
+    rng = np.random.default_rng(0)
+    for ax, element in zip(axes.flat, elements, strict=False):
+        for i, group in enumerate(groups):
+            values = usable.loc[(usable["element"] == element) & (usable["group"] == group),
+                                "thickness_mean_nm"].to_numpy(dtype=float)
+            if values.size == 0:
+                continue
+            ax.plot(i - 0.12 + rng.uniform(-0.08, 0.08, values.size), values, "o",
+                    color="k", markersize=4, alpha=0.7)
+            mean, low, high = mean_interval(values)
+            if np.isfinite(low):
+                ax.errorbar(i + 0.18, mean, yerr=[[mean - low], [high - mean]], fmt="s",
+                            color="C3", capsize=4, markersize=5)
+            else:
+                ax.plot(i + 0.18, mean, "s", color="C3", markersize=5)
+        ax.set_title(f"element = {element}", fontsize=9)
+        ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right", fontsize=7)
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        ax.set_xlabel("sample / method")
+        ax.set_ylabel("mean shell thickness (nm)")
+    for ax in list(axes.flat)[len(elements):]:
+        ax.set_visible(False)
+    fig.suptitle("points: particles (flag ok); red: mean over particles, 95% t interval",
+                 fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
 
 
 def plot_shell_maps(

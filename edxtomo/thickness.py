@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.particles import PARTICLE_CENTER, particle_regions
+from edxtomo.statistics import INTERVAL_OK, INTERVAL_TOO_FEW, mean_interval
 
 log = logging.getLogger(__name__)
 
@@ -733,8 +734,12 @@ def summarize_samples(
     -------
     DataFrame
         One row per group: the ``by`` columns, ``n_particles`` (rows used), ``n_excluded``,
-        then for every metric ``m`` of :data:`SUMMARY_METRICS`, ``mean_m`` (mean over
-        particles) and ``sd_m`` (sample standard deviation over particles, NaN for fewer
+        ``interval_flag`` (``ok``, or ``fewer_than_2_particles`` when no interval can be
+        given), then for every metric ``m`` of :data:`SUMMARY_METRICS`, ``mean_m`` (mean
+        over particles), ``mean_ci95_low_m`` and ``mean_ci95_high_m`` (Student t 95%
+        interval of that mean, ``n - 1`` degrees of freedom, from
+        :func:`edxtomo.statistics.mean_interval`; NaN for fewer than two particles with a
+        finite value) and ``sd_m`` (sample standard deviation over particles, NaN for fewer
         than two). A group with no usable particle has NaN statistics.
     """
     keys = [key for key in by if key in rows.columns]
@@ -747,9 +752,13 @@ def summarize_samples(
         record = dict(zip(keys, group, strict=True))
         record["n_particles"] = len(good)
         record["n_excluded"] = int(frame["particle"].notna().sum()) - len(good)
+        record["interval_flag"] = INTERVAL_OK if len(good) > 1 else INTERVAL_TOO_FEW
         for metric in SUMMARY_METRICS:
             values = good[metric].astype(float)
-            record[f"mean_{metric}"] = values.mean() if len(good) else np.nan
+            mean, low, high = mean_interval(values.to_numpy())
+            record[f"mean_{metric}"] = mean
+            record[f"mean_ci95_low_{metric}"] = low
+            record[f"mean_ci95_high_{metric}"] = high
             record[f"sd_{metric}"] = values.std(ddof=1) if len(good) > 1 else np.nan
         records.append(record)
     return pd.DataFrame(records)

@@ -12,6 +12,11 @@ rule tables:
             caption="../resources/report/samples.rst",
             category="Tables",
         ),
+        comparisons=report(
+            "results/tables/comparisons.tsv",
+            caption="../resources/report/comparisons.rst",
+            category="Tables",
+        ),
     log:
         "logs/tables/tables.log",
     conda:

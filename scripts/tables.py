@@ -1,9 +1,10 @@
-"""Rule tables: per-particle rows of every sample and method, and per-sample summaries."""
+"""Rule tables: per-particle rows, per-sample summaries and pairwise sample comparisons."""
 
 from pathlib import Path
 
 import pandas as pd
 
+from edxtomo.compare import compare_samples
 from edxtomo.io import atomic_path
 from edxtomo.runtime import rule_context
 from edxtomo.thickness import summarize_samples
@@ -18,8 +19,11 @@ with rule_context(snakemake.log[0], snakemake.threads) as log:
     leading = ["sample", "method"]
     particles = particles[leading + [c for c in particles.columns if c not in leading]]
     summaries = summarize_samples(particles)
+    comparisons = compare_samples(particles)
     for table, path in ((particles, snakemake.output.particles),
-                        (summaries, snakemake.output.samples)):
+                        (summaries, snakemake.output.samples),
+                        (comparisons, snakemake.output.comparisons)):
         with atomic_path(path) as tmp:
             table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    log.info("%d particle rows, %d summary rows", len(particles), len(summaries))
+    log.info("%d particle rows, %d summary rows, %d comparison rows",
+             len(particles), len(summaries), len(comparisons))

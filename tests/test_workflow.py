@@ -18,6 +18,7 @@ import yaml
 from conftest import REPO_ROOT
 
 from edxtomo import io
+from edxtomo.compare import COMPARISON_COLUMNS
 from edxtomo.options import load_workflow_config
 from edxtomo.simulate import load_preset, simulate_acquisition
 
@@ -195,6 +196,11 @@ def test_demo_runs_end_to_end(demo_run):
         assert set(rows["element"]) == {"In", "P", "Se", "S", "Zn"}
     summary = pd.read_csv(demo_run / "results/tables/samples.tsv", sep="\t")
     assert set(summary["method"]) == set(config.analyze.methods)
+    assert {"mean_ci95_low_thickness_mean_nm", "mean_ci95_high_thickness_mean_nm",
+            "interval_flag"} <= set(summary.columns)
+    comparisons = pd.read_csv(demo_run / "results/tables/comparisons.tsv", sep="\t")
+    # One demo sample: the comparison table has its columns and no rows.
+    assert list(comparisons.columns) == list(COMPARISON_COLUMNS) and comparisons.empty
     for figure in ("spectrum", "alignment"):
         assert (demo_run / f"results/figures/demo_qd/{figure}.png").stat().st_size > 10_000
     assert (demo_run / "results/figures/thickness_distributions.png").exists()
