@@ -347,3 +347,28 @@ def plot_alignment(diagnostics: Mapping[str, np.ndarray], transforms: pd.DataFra
         fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
+
+
+def plot_selfcheck(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Bar plot of the deep self-check (``recon/deep/selfcheck.tsv``): per element, the
+    Poisson deviance of ``deep`` and of ``tv`` on held-out counts (lower wins), with the
+    margin in percent above each pair; ``skipped`` rows give a placeholder."""
+    scored = table[np.isfinite(pd.to_numeric(table["deep_deviance"], errors="coerce"))]
+    if scored.empty:
+        plot_no_data(path, "deep self-check skipped: "
+                     + (str(table["method"].iloc[0]) if len(table) else "no elements"))
+        return
+    x = np.arange(len(scored))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(scored), 3))
+    ax.bar(x - 0.2, scored["deep_deviance"], 0.4, label="deep", color="tab:blue")
+    ax.bar(x + 0.2, scored["tv_deviance"], 0.4, label="tv", color="tab:gray")
+    for xi, row in zip(x, scored.itertuples(), strict=True):
+        top = max(row.deep_deviance, row.tv_deviance)
+        ax.text(xi, top, f"{row.margin_percent:+.1f}%", ha="center", va="bottom",
+                color="black" if row.deep_wins else "tab:red", fontsize=8)
+    ax.set_xticks(x, scored["element"])
+    ax.set_ylabel("Poisson deviance per pixel\n(held-out half B)")
+    ax.set_title("deep vs tv on held-out counts (red: deep loses)", fontsize=9)
+    ax.set_ylim(0, 1.15 * float(np.max(scored[["deep_deviance", "tv_deviance"]].to_numpy())))
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
+    _save(fig, path)

@@ -12,7 +12,8 @@ c. view enrichment (:func:`enrich_views`): a net maps reprojections at the measu
 d. a final reconstruction (TV, SIRT or FBP) from the enriched views.
 
 :func:`run_deep` runs a-d in order on one sample (it applies the alignment between a and
-b); :func:`reconstruct_deep` runs b-d. The options classes live in :mod:`edxtomo.options`.
+b), then checks itself against ``tv`` on held-out counts (:func:`run_selfcheck`);
+:func:`reconstruct_deep` runs b-d. The options classes live in :mod:`edxtomo.options`.
 """
 
 from edxtomo.deep.denoise import (
@@ -24,6 +25,7 @@ from edxtomo.deep.denoise import (
 from edxtomo.deep.enrich import dense_angles, enrich_views
 from edxtomo.deep.pipeline import DeepResult, reconstruct_deep
 from edxtomo.deep.run import DeepRun, run_deep, write_deep_run
+from edxtomo.deep.selfcheck import run_selfcheck
 from edxtomo.deep.training import TrainingDivergedError
 
 __all__ = [
@@ -38,5 +40,6 @@ __all__ = [
     "is_counts",
     "reconstruct_deep",
     "run_deep",
+    "run_selfcheck",
     "write_deep_run",
 ]

@@ -5,7 +5,9 @@ a. denoise the raw, unaligned counts of the extracted series (count splitting ne
    then apply the alignment transforms to the denoised maps, and put the aligned HAADF
    beside them as a channel of the model-based step;
 b-d. model-based reconstruction, view enrichment and the final reconstruction
-   (:func:`~edxtomo.deep.pipeline.reconstruct_deep`).
+   (:func:`~edxtomo.deep.pipeline.reconstruct_deep`);
+e. the self-check (:mod:`edxtomo.deep.selfcheck`): a-d and ``tv`` again on half of the
+   counts, each scored on the other half (``reconstruct.deep.selfcheck``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import torch
 from edxtomo.align import apply_transforms
 from edxtomo.deep.denoise import DenoiseResult, denoise_projections
 from edxtomo.deep.pipeline import DeepResult, reconstruct_deep
+from edxtomo.deep.selfcheck import run_selfcheck, write_selfcheck
 from edxtomo.io import HAADF, TiltSeries, atomic_path, write_stack, write_volume
-from edxtomo.options import DeepOptions
+from edxtomo.options import DeepOptions, ReconstructOptions
 from edxtomo.tomo.device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -41,12 +44,16 @@ class DeepRun:
     angles_deg : ndarray, shape (n_tilt,)
         Measured tilt angles in degrees.
     pixel_size_nm : float
+    selfcheck : DataFrame or None
+        ``deep`` against ``tv`` on held-out counts, one row per element
+        (:func:`edxtomo.deep.selfcheck.run_selfcheck`); None when turned off.
     """
 
     denoised: DenoiseResult
     result: DeepResult
     angles_deg: np.ndarray
     pixel_size_nm: float
+    selfcheck: pd.DataFrame | None = None
 
 
 def run_deep(
@@ -60,8 +67,9 @@ def run_deep(
     device: str | torch.device = "auto",
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    tv_options: ReconstructOptions | None = None,
 ) -> DeepRun:
-    """Run steps a to d of the deep pipeline on one sample.
+    """Run steps a to d of the deep pipeline on one sample, then its self-check.
 
     Parameters
     ----------
@@ -82,6 +90,9 @@ def run_deep(
         Training checkpoints and the model-based volume, so an interrupted run resumes.
     progress : bool
         tqdm bars with the losses.
+    tv_options : ReconstructOptions, optional
+        The ``tv`` settings the self-check compares with (``options.selfcheck``); default
+        ``ReconstructOptions(nz=nz)``.
 
     Returns
     -------
@@ -93,6 +104,28 @@ def run_deep(
              "model-based %d x %d, enrichment %d steps, final %d iterations", budget,
              options.budget, device, options.denoise.steps, options.mbir.outer,
              options.mbir.inner, options.enrich.steps, options.final.iterations)
+
+    def steps(raw: TiltSeries, registered: TiltSeries, checkpoints: Path | None
+              ) -> tuple[DenoiseResult, DeepResult]:
+        return _steps_a_to_d(raw, registered, transforms, options, nz=nz, seed=seed,
+                             device=device, checkpoint_dir=checkpoints, progress=progress)
+
+    denoised, result = steps(extracted, aligned, checkpoint_dir)
+    selfcheck = None
+    if options.selfcheck:
+        held_out_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / "selfcheck"
+        selfcheck = run_selfcheck(
+            extracted, aligned, transforms,
+            lambda raw, registered: steps(raw, registered, held_out_dir)[1].volumes,
+            tv_options or ReconstructOptions(nz=nz), seed=seed, device=device)
+    return DeepRun(denoised, result, np.asarray(aligned.angles_deg), aligned.pixel_size_nm,
+                   selfcheck)
+
+
+def _steps_a_to_d(extracted: TiltSeries, aligned: TiltSeries, transforms: pd.DataFrame,
+                  options: DeepOptions, *, nz, seed, device, checkpoint_dir, progress
+                  ) -> tuple[DenoiseResult, DeepResult]:
+    """Step a on the raw series, the alignment, steps b-d (options with their budget)."""
     denoised = denoise_projections(extracted, seed=seed, device=device, options=options.denoise,
                                    checkpoint_dir=checkpoint_dir, progress=progress)
     log.info("denoising scheme: %s", denoised.scheme)
@@ -103,7 +136,7 @@ def run_deep(
     result = reconstruct_deep(views, aligned.angles_deg, options, seed=seed, device=device,
                               nz=nz, checkpoint_dir=checkpoint_dir, progress=progress)
     log.info("step times (s): %s", result.seconds)
-    return DeepRun(denoised, result, np.asarray(aligned.angles_deg), aligned.pixel_size_nm)
+    return denoised, result
 
 
 def write_deep_run(run: DeepRun, directory: str | Path) -> None:
@@ -111,7 +144,8 @@ def write_deep_run(run: DeepRun, directory: str | Path) -> None:
 
     ``{channel}.tif`` (+ ``.hspy``): the final volumes; ``mbir/``: step b's volumes;
     ``enriched/{channel}.hspy``: the dense views; ``denoised/{element}.hspy``: step a in
-    the raw frame; ``losses.tsv``: the training loss of every network per step.
+    the raw frame; ``losses.tsv``: the training loss of every network per step;
+    ``selfcheck.tsv``: ``deep`` against ``tv`` on held-out counts, when it ran.
     """
     out, pixel_nm, result = Path(directory), run.pixel_size_nm, run.result
     provenance = {"method": "deep", "scheme": run.denoised.scheme}
@@ -127,3 +161,4 @@ def write_deep_run(run: DeepRun, directory: str | Path) -> None:
     table = pd.DataFrame({k: pd.Series(v) for k, v in losses.items()})
     with atomic_path(out / "losses.tsv") as tmp:
         table.to_csv(tmp, sep="\t", index_label="step")
+    write_selfcheck(run.selfcheck, out / "selfcheck.tsv")
