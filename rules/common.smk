@@ -86,6 +86,8 @@ def final_targets():
             method=RECON_METHODS,
         ),
     ]
+    if "deep" in RECON_METHODS:
+        targets += expand("results/figures/{sample}/selfcheck.png", sample=SAMPLES)
     if ANALYZE_METHODS:
         targets += [
             "results/tables/particles.tsv",

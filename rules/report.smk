@@ -147,3 +147,22 @@ rule figure_distributions:
     threads: 1
     script:
         "../scripts/figure_distributions.py"
+
+
+rule figure_selfcheck:
+    input:
+        "results/{sample}/recon/deep",
+    output:
+        report(
+            "results/figures/{sample}/selfcheck.png",
+            caption="../resources/report/selfcheck.rst",
+            category="Reconstructions",
+            subcategory="{sample}",
+        ),
+    log:
+        "logs/figures/{sample}_selfcheck.log",
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    script:
+        "../scripts/figure_selfcheck.py"

@@ -19,5 +19,6 @@ with rule_context(snakemake.log.log, snakemake.threads):
         seed=snakemake.params.seed,
         device=snakemake.params.device,
         checkpoint_dir=snakemake.log.checkpoints,
+        tv_options=options,
     )
     write_deep_run(run, snakemake.output[0])

@@ -39,7 +39,8 @@ def test_default_config_is_valid_and_gets_defaults(config):
     assert minimal.device == "auto"
     assert minimal.align.refine == "projection_matching"
     assert minimal.reconstruct.backend == "torch"
-    assert minimal.reconstruct.deep.budget == "auto" and minimal.reconstruct.deep.denoise.steps is None
+    assert minimal.reconstruct.deep.budget == "auto"
+    assert minimal.reconstruct.deep.denoise.steps is None
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,8 @@ def test_schema_defaults_equal_the_classes():
 @pytest.mark.parametrize("method", list(METHOD_KEYS))
 def test_method_settings_hold_only_that_method(method):
     settings = ReconstructOptions().method_settings(method)
-    others = {"sirt", "fbp", "tv", "deep"} - {method}
+    # deep's self-check runs tv on held-out counts, so deep reads tv's settings too.
+    others = {"sirt", "fbp", "tv", "deep"} - {method} - ({"tv"} if method == "deep" else set())
     assert not others & set(settings)
     assert "methods" not in settings
     # A script rebuilds the options with one call.

@@ -72,7 +72,8 @@ def test_dry_run_plans_the_demo(tmp_path):
     assert result.returncode == 0, result.stderr + result.stdout
     plan = result.stdout
     for rule in ("simulate", "extract", "align", "reconstruct", "reconstruct_deep", "analyze",
-                 "tables", "figure_slices", "figure_thickness", "figure_distributions"):
+                 "tables", "figure_slices", "figure_thickness", "figure_distributions",
+                 "figure_selfcheck"):
         assert f"rule {rule}:" in plan or f" {rule} " in plan, f"{rule} missing from the plan"
 
 
@@ -201,7 +202,11 @@ def test_demo_runs_end_to_end(demo_run):
     comparisons = pd.read_csv(demo_run / "results/tables/comparisons.tsv", sep="\t")
     # One demo sample: the comparison table has its columns and no rows.
     assert list(comparisons.columns) == list(COMPARISON_COLUMNS) and comparisons.empty
-    for figure in ("spectrum", "alignment"):
+    # The deep job checked itself against tv on held-out counts, element by element.
+    selfcheck = pd.read_csv(sample / "recon" / "deep" / "selfcheck.tsv", sep="\t")
+    assert set(selfcheck["element"]) == {"In", "P", "Se", "S", "Zn"}
+    assert np.isfinite(selfcheck[["deep_deviance", "tv_deviance"]].to_numpy()).all()
+    for figure in ("spectrum", "alignment", "selfcheck"):
         assert (demo_run / f"results/figures/demo_qd/{figure}.png").stat().st_size > 10_000
     assert (demo_run / "results/figures/thickness_distributions.png").exists()
 

@@ -22,7 +22,7 @@ METHOD_KEYS: dict[str, tuple[str, ...]] = {
     "sirt": ("nz", "backend", "chunk_slices", "sirt"),
     "fbp": ("nz", "backend", "chunk_slices", "fbp"),
     "tv": ("nz", "tv"),
-    "deep": ("nz", "deep"),
+    "deep": ("nz", "deep", "tv"),  # tv: the deep job's self-check runs it on held-out counts
 }
 
 
