@@ -146,7 +146,8 @@ def test_changed_deep_option_replans_only_the_deep_branch(demo_run):
                                   cwd=demo_run))
     assert jobs.get("reconstruct_deep") == 1
     assert set(jobs) <= {"reconstruct_deep", "analyze", "figure_slices", "figure_thickness",
-                         "figure_segmentation", "tables", "figure_distributions", "all"}
+                         "figure_segmentation", "figure_selfcheck", "tables",
+                         "figure_distributions", "all"}
     # Only the deep volume's own analysis and figures follow it.
     assert jobs["analyze"] == 1 and jobs["figure_slices"] == 1
 
