@@ -22,16 +22,7 @@ from typing import Any
 import numpy as np
 
 from edxtomo.errors import EdxtomoInputError
-from edxtomo.extract.lines import (
-    _lines_of,
-    choose_line,
-    element_lines,
-    integration_window_keV,
-    line_energy_keV,
-    overlapping_lines,
-    usable_range_keV,
-    xray_fwhm_keV,
-)
+from edxtomo.extract import lines as line_table
 from edxtomo.io import Acquisition
 
 log = logging.getLogger(__name__)
@@ -66,14 +57,15 @@ def auto_background_windows(
     list of (float, float)
         Zero or more windows, sorted by energy.
     """
-    energy = line_energy_keV(line)
-    fwhm = float(xray_fwhm_keV(energy, resolution_mnka_eV))
+    energy = line_table.line_energy_keV(line)
+    fwhm = float(line_table.xray_fwhm_keV(energy, resolution_mnka_eV))
     near, far = (k * fwhm for k in BACKGROUND_REACH_FWHM)
     free = [(max(energy - far, energy_range_keV[0]), energy - near),
             (energy + near, min(energy + far, energy_range_keV[1]))]
-    others = [e for _, e in _lines_of(elements, BACKGROUND_LINE_WEIGHT)] + list(avoid_keV)
+    listed = line_table._lines_of(elements, BACKGROUND_LINE_WEIGHT)
+    others = [e for _, e in listed] + list(avoid_keV)
     for other in others:
-        clearance = LINE_CLEARANCE_FWHM * float(xray_fwhm_keV(other, resolution_mnka_eV))
+        clearance = LINE_CLEARANCE_FWHM * float(line_table.xray_fwhm_keV(other, resolution_mnka_eV))
         free = [piece for low, high in free
                 for piece in ((low, min(high, other - clearance)),
                               (max(low, other + clearance), high))
@@ -141,22 +133,22 @@ def plan_lines(
         raise EdxtomoInputError(
             f"background must be 'auto', 'none' or keV windows per element, got {background!r}"
         )
-    energy_range = usable_range_keV(acquisition)
+    energy_range = line_table.usable_range_keV(acquisition)
     resolution = acquisition.resolution_mnka_eV
     plan = {}
     for element in elements:
-        element_lines(element)  # validates the symbol
+        line_table.element_lines(element)  # validates the symbol
         line = (lines or {}).get(element)
         if line is None:
             try:
-                line = choose_line(element, elements, energy_range,
+                line = line_table.choose_line(element, elements, energy_range,
                                    acquisition.beam_energy_keV, resolution, integration_fwhm)
             except EdxtomoInputError as exc:
                 raise EdxtomoInputError(f"{acquisition.path}: {exc}") from None
         elif line.split("_")[0] != element:
             raise EdxtomoInputError(f"line {line!r} given for element {element} is not its line")
-        energy = line_energy_keV(line)
-        window = integration_window_keV(line, resolution, integration_fwhm)
+        energy = line_table.line_energy_keV(line)
+        window = line_table.integration_window_keV(line, resolution, integration_fwhm)
         _check_inside(window, energy_range, f"{line} integration window", acquisition.path)
         if background == "none":
             windows = []
@@ -171,7 +163,7 @@ def plan_lines(
                     raise EdxtomoInputError(
                         f"{line} background window {list(w)} is not [low, high] in keV")
                 _check_inside(w, energy_range, f"{line} background window", acquisition.path)
-        overlaps = overlapping_lines(line, elements, resolution, integration_fwhm)
+        overlaps = line_table.overlapping_lines(line, elements, resolution, integration_fwhm)
         if overlaps:
             log.warning("%s window overlaps %s: the windows method counts both (method: model "
                         "unmixes them)", line, ", ".join(overlaps))
@@ -179,7 +171,7 @@ def plan_lines(
             element=element,
             line=line,
             energy_keV=energy,
-            fwhm_keV=float(xray_fwhm_keV(energy, resolution)),
+            fwhm_keV=float(line_table.xray_fwhm_keV(energy, resolution)),
             integration_keV=(float(window[0]), float(window[1])),
             background_keV=tuple(windows),
         )
@@ -227,7 +219,7 @@ def avoid_peaks(
     -------
     dict of str to LineWindows
     """
-    energy_range = usable_range_keV(acquisition)
+    energy_range = line_table.usable_range_keV(acquisition)
     resolution = acquisition.resolution_mnka_eV
     moved = {}
     for element, windows in plan.items():
