@@ -10,9 +10,20 @@ Three schemes, chosen from the data (:func:`choose_scheme`) and logged:
     Summed integer counts: every count goes to half A or half B with probability 1/2
     (binomial thinning), which gives two *independent* Poisson images of half the dose.
 ``"neighbor2neighbor"``
-    Float maps that are not counts (exported by other software, already filtered): binomial
-    splitting would be wrong, so two sub-images are drawn from neighbouring pixels of every
-    2x2 cell, with the regularised loss of Huang et al. (CVPR 2021).
+    Float maps that are not counts and whose noise is white: binomial splitting would be
+    wrong, so two sub-images are drawn from neighbouring pixels of every 2x2 cell, with the
+    regularised loss of Huang et al. (CVPR 2021).
+``"blindspot"``
+    Float maps whose noise is spatially correlated (alignment interpolation, export filters:
+    :func:`edxtomo.deep.noise.noise_autocorrelation`, correlation length ``L`` px). Neighbouring
+    pixels then share noise, and Neighbor2Neighbor learns it as signal. Instead, random
+    centres are hidden with a ``(2L+1)^2`` block around each (filled with pixels drawn at
+    random from the same map) and the network predicts the centres from the rest: the pixels
+    it sees are more than ``L`` px away, so their noise is independent of the target's
+    (Noise2Self / Noise2Void with a mask wider than the correlation).
+
+Float maps that are counts times a scale (``k * s``, :func:`edxtomo.deep.noise.count_scale`)
+are turned back into counts and take a count scheme; the result is scaled back by ``s``.
 
 For the count schemes the network sees half A (scaled to a full-dose rate), the HAADF and
 the other elements, and is trained Noise2Noise-style to predict half B under a Poisson
@@ -36,6 +47,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from edxtomo.deep.noise import (
+    correlation_length,
+    correlation_sigma,
+    count_scale,
+    noise_autocorrelation,
+    recover_counts,
+)
 from edxtomo.deep.training import (
     deterministic,
     fingerprint,
@@ -52,7 +70,8 @@ from edxtomo.tomo.device import resolve_device
 
 log = logging.getLogger(__name__)
 
-SCHEMES = ("frames", "binomial", "neighbor2neighbor")
+SCHEMES = ("frames", "binomial", "neighbor2neighbor", "blindspot")
+FLOAT_SCHEMES = ("neighbor2neighbor", "blindspot")
 COUNT_SCHEMES = ("frames", "binomial")
 
 
@@ -69,11 +88,36 @@ class DenoiseResult:
         The scheme that ran.
     losses : dict of str to list of float
         Training loss per step, per network (``"In+P+..."`` for a shared one).
+    noise_correlation_px : int or None
+        Correlation length of the float maps' noise that the float scheme stepped over
+        (measured, or the ``correlation_px`` option); None for the count schemes.
+    count_scale : dict of str to float
+        Per element, the scale ``s`` of maps that were counts times ``s`` (1 for integer
+        counts); empty for the float schemes.
     """
 
     projections: dict[str, np.ndarray]
     scheme: str
     losses: dict[str, list[float]] = field(default_factory=dict)
+    noise_correlation_px: int | None = None
+    count_scale: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class NoisePlan:
+    """What :func:`plan_denoising` found in the maps, and the scheme it chose.
+
+    ``count_scale``: per element, the count scale (1 for integer counts), or None for maps
+    that are not counts. ``correlation``: per float element, the noise autocorrelation at
+    lags 0.. (:func:`~edxtomo.deep.noise.noise_autocorrelation`). ``correlation_px``: the
+    correlation length the float scheme must step over (the largest over the float
+    elements, or the option), None when a count scheme runs.
+    """
+
+    scheme: str
+    count_scale: dict[str, float | None]
+    correlation: dict[str, np.ndarray] = field(default_factory=dict)
+    correlation_px: int | None = None
 
 
 def is_counts(series: TiltSeries, name: str) -> bool:
@@ -99,8 +143,37 @@ def _says_false(flag: Any) -> bool:
     return flag is not None and not bool(flag)
 
 
-def choose_scheme(series: TiltSeries, scheme: str = "auto") -> str:
-    """The denoising scheme for ``series``: see the module docstring.
+def element_count_scale(series: TiltSeries, name: str) -> float | None:
+    """The count scale of channel ``name``: 1 for counts (:func:`is_counts`), ``s`` for float
+    maps on a lattice ``k * s`` (:func:`~edxtomo.deep.noise.count_scale`), else None.
+
+    Float maps are tested for a lattice even when the provenance says ``counts: false``
+    (the map readers set it from the dtype); integer maps flagged ``counts: false`` are not
+    counts.
+    """
+    if is_counts(series, name):
+        return 1.0
+    data = series.channels[name]
+    if np.issubdtype(data.dtype, np.integer) or data.dtype == bool:
+        return None
+    return count_scale(data)
+
+
+def plan_denoising(series: TiltSeries, scheme: str = "auto",
+                   correlation_px: int | None = None) -> NoisePlan:
+    """Recover counts, measure the noise correlation of float maps, and choose the scheme.
+
+    ``auto``: ``frames`` when every element keeps >= 2 frames of counts, ``binomial`` for
+    counts (integers, or floats that are counts times a scale); for float maps that are not
+    counts, ``neighbor2neighbor`` when their noise is white (correlation length 0) and
+    ``blindspot`` with a mask wider than the correlation length otherwise.
+
+    Parameters
+    ----------
+    series : TiltSeries
+    scheme : {"auto", "frames", "binomial", "neighbor2neighbor", "blindspot"}
+    correlation_px : int, optional
+        Correlation length to use instead of the measured one.
 
     Raises
     ------
@@ -111,19 +184,38 @@ def choose_scheme(series: TiltSeries, scheme: str = "auto") -> str:
     if scheme != "auto" and scheme not in SCHEMES:
         raise EdxtomoInputError(f"unknown denoising scheme {scheme!r}; expected {SCHEMES}")
     elements = series.elements
-    floats = [e for e in elements if not is_counts(series, e)]
+    scales = {e: element_count_scale(series, e) for e in elements}
+    floats = [e for e in elements if scales[e] is None]
     framed = all(series.channels[e].ndim == 4 and series.channels[e].shape[1] >= 2
                  for e in elements)
-    if scheme == "auto":
-        scheme = "neighbor2neighbor" if floats else ("frames" if framed else "binomial")
-    elif scheme in COUNT_SCHEMES and floats:
+    if scheme in COUNT_SCHEMES and floats:
         raise EdxtomoInputError(
             f"maps of {floats} are not counts (floats or counts: false); they cannot be split "
-            f"with the {scheme!r} scheme: use 'neighbor2neighbor'"
+            f"with the {scheme!r} scheme: use 'neighbor2neighbor' or 'blindspot'"
         )
-    elif scheme == "frames" and not framed:
+    if scheme == "frames" and not framed:
         raise EdxtomoInputError("the 'frames' scheme needs every element with >= 2 frames")
-    return scheme
+    if scheme in COUNT_SCHEMES or (scheme == "auto" and not floats):
+        chosen = scheme if scheme != "auto" else ("frames" if framed else "binomial")
+        return NoisePlan(chosen, scales)
+    targets = floats or elements
+    correlation = {e: noise_autocorrelation(series.summed(e)) for e in targets}
+    # one alignment and one export filter for every element: the smallest length, the one
+    # least propped up by the signal left in the residual (bright elements read wider)
+    measured = min(correlation_length(rho) for rho in correlation.values())
+    length = measured if correlation_px is None else correlation_px
+    if scheme == "auto":
+        scheme = "blindspot" if length > 0 else "neighbor2neighbor"
+    elif scheme == "neighbor2neighbor" and length > 0:
+        log.warning("the noise of %s is correlated over %d px: neighbour sub-images share "
+                    "it, and neighbor2neighbor keeps it as signal; 'blindspot' (or 'auto') "
+                    "steps over it", "+".join(targets), length)
+    return NoisePlan(scheme, scales, correlation, length)
+
+
+def choose_scheme(series: TiltSeries, scheme: str = "auto") -> str:
+    """The denoising scheme for ``series``: see :func:`plan_denoising`."""
+    return plan_denoising(series, scheme).scheme
 
 
 def denoise_projections(
@@ -163,9 +255,36 @@ def denoise_projections(
     elements = series.elements
     if not elements:
         raise EdxtomoInputError("the tilt series has no element channel to denoise")
-    scheme = choose_scheme(series, opts.scheme)
+    plan = plan_denoising(series, opts.scheme, opts.correlation_px)
+    scheme = plan.scheme
+    scales = {e: plan.count_scale[e] for e in elements} if scheme in COUNT_SCHEMES else {}
+    if scheme in COUNT_SCHEMES:
+        recovered = {e: s for e, s in scales.items() if s != 1.0}
+        if recovered:
+            log.info("float maps of %s are counts times a scale (%s): denoising the recovered "
+                     "counts", "+".join(recovered),
+                     ", ".join(f"{e} {s:.6g}" for e, s in recovered.items()))
+            series = TiltSeries(
+                series.channels | {e: recover_counts(series.channels[e], s)
+                                   for e, s in recovered.items()},
+                series.angles_deg, series.pixel_size_nm, series.provenance,
+                series.background | {e: np.asarray(series.background[e]) / s
+                                     for e, s in recovered.items() if e in series.background})
+    else:
+        log.info("float maps of %s: noise autocorrelation at lags 1-3 %s; correlation "
+                 "length %d px%s", "+".join(plan.correlation),
+                 "; ".join(f"{e} {np.round(rho[1:4], 2).tolist()}"
+                           for e, rho in plan.correlation.items()),
+                 plan.correlation_px,
+                 "" if opts.correlation_px is None else " (set by correlation_px)")
     log.info("denoising %s with the %r scheme on %s", "+".join(elements), scheme, dev)
     data = _Data.from_series(series, scheme, opts.use_haadf, dev)
+    data.radius = plan.correlation_px or 0
+    if scheme == "blindspot" and opts.deconvolve and plan.correlation:
+        # one export filter for every element: the least signal-biased (smallest) width
+        data.blur_px = min(correlation_sigma(rho[1]) for rho in plan.correlation.values())
+        log.info("blindspot: the output, blurred by a Gaussian of %.2f px (the filter the "
+                 "noise correlation measures), is fitted to the maps", data.blur_px)
     everything = list(range(len(elements)))
     if opts.networks == "shared":
         plans = [(everything, [])]
@@ -185,6 +304,7 @@ def denoise_projections(
             f"denoise_{name}.pt")
         key = fingerprint(sub.values, *(() if sub.haadf is None else (sub.haadf,)),
                           seed=seed, scheme=scheme, n_targets=sub.n_targets,
+                          radius=sub.radius,
                           options={k: v for k, v in opts.model_dump().items()
                                    if k not in ("inference_splits", "checkpoint_every")})
         generator = make_generator(seed, dev)
@@ -201,8 +321,11 @@ def denoise_projections(
         net = result[:, i]
         if element in series.background:
             net = net - series.background[element].astype(np.float32)
-        projections[element] = np.ascontiguousarray(net)
-    return DenoiseResult(projections, scheme, losses)
+        if scales.get(element, 1.0) != 1.0:
+            net = net * np.float32(scales[element])
+        projections[element] = np.ascontiguousarray(net, dtype=np.float32)
+    return DenoiseResult(projections, scheme, losses,
+                         None if scheme in COUNT_SCHEMES else plan.correlation_px, scales)
 
 
 @dataclass
@@ -221,6 +344,8 @@ class _Data:
     scale: torch.Tensor
     haadf: torch.Tensor | None
     n_targets: int = 0
+    radius: int = 0
+    blur_px: float = 0.0
 
     @classmethod
     def from_series(cls, series: TiltSeries, scheme: str, use_haadf: bool,
@@ -254,7 +379,7 @@ class _Data:
         """The data of a network predicting ``targets`` with ``guides`` as extra inputs."""
         order = targets + guides
         return _Data(self.scheme, self.values[:, order], self.scale[order], self.haadf,
-                     len(targets))
+                     len(targets), self.radius, self.blur_px)
 
     @property
     def in_channels(self) -> int:
@@ -299,10 +424,12 @@ class _Data:
 
     def loss(self, model: torch.nn.Module, g: torch.Generator,
              opts: DenoiseOptions) -> torch.Tensor:
-        values, haadf = self._batch(g, opts)
         n = self.n_targets
+        values, haadf = self._batch(g, opts)
         if self.scheme == "neighbor2neighbor":
             return self._n2n_loss(model, values, haadf, g, opts.n2n_gamma)
+        if self.scheme == "blindspot":
+            return self._blindspot_loss(model, values, haadf, g)
         a, fa, b, fb = self._split(values[:, :n], g)
         scale = self.scale[:n].view(1, -1, 1, 1)
         rate = model(self._inputs(a / (fa * scale), values[:, n:], haadf))
@@ -322,6 +449,48 @@ class _Data:
         consistency = residual - (_subsample(full, index[0]) - _subsample(full, index[1]))
         return torch.mean(residual**2) + gamma * torch.mean(consistency**2)
 
+    def _blindspot_predict(self, model, values, haadf):
+        """J-invariant prediction: every pixel predicted with its own block hidden, as in
+        training (centres on a grid of step ``2 (2r+1)``, one pass per grid offset)."""
+        n = self.n_targets
+        targets = values[:, :n]
+        b, _, ny, nx = targets.shape
+        side = 2 * self.radius + 1
+        step = 2 * side
+        mean = targets.mean(dim=(2, 3), keepdim=True).expand_as(targets)
+        result = torch.zeros_like(targets)
+        yy = torch.arange(ny, device=targets.device).view(-1, 1)
+        xx = torch.arange(nx, device=targets.device).view(1, -1)
+        for oy in range(min(step, ny)):
+            for ox in range(min(step, nx)):
+                centres = (((yy - oy) % step == 0) & ((xx - ox) % step == 0)).float()
+                hidden = torch.nn.functional.max_pool2d(centres[None, None], side, 1,
+                                                        self.radius) > 0
+                masked = torch.where(hidden, mean, targets)
+                out = model(self._inputs(masked, values[:, n:], haadf))
+                result = result + centres * out
+        return result
+
+    def _blindspot_loss(self, model, values, haadf, g):
+        """Squared error at random centres whose ``(2r+1)^2`` block the network did not see.
+
+        About a quarter of the pixels are hidden (centres drawn with probability
+        ``0.25 / (2r+1)^2``), each set to the mean of its map.
+        Only the target elements are hidden: the noise of the other elements and of the
+        HAADF is independent of theirs.
+        """
+        n = self.n_targets
+        targets = values[:, :n]
+        b, _, ny, nx = targets.shape
+        side = 2 * self.radius + 1
+        centres = torch.rand(b, 1, ny, nx, generator=g, device=g.device) < 0.25 / side**2
+        hidden = torch.nn.functional.max_pool2d(centres.float(), side, 1, self.radius) > 0
+        fill = targets.mean(dim=(2, 3), keepdim=True).expand_as(targets)
+        masked = torch.where(hidden, fill, targets)
+        out = gaussian_blur(model(self._inputs(masked, values[:, n:], haadf)), self.blur_px)
+        weight = centres.expand_as(out).float()
+        return torch.sum(weight * (out - targets) ** 2) / torch.clamp(weight.sum(), min=1.0)
+
     @torch.no_grad()
     def predict(self, model: torch.nn.Module, g: torch.Generator,
                 opts: DenoiseOptions) -> np.ndarray:
@@ -335,7 +504,10 @@ class _Data:
         for start in range(0, self.values.shape[0], max(opts.batch_size, 1)):
             values = self.values[start:start + opts.batch_size]
             haadf = None if self.haadf is None else self.haadf[start:start + opts.batch_size]
-            if self.scheme == "neighbor2neighbor":
+            if self.scheme == "blindspot":
+                out.append(self._blindspot_predict(model, values, haadf) * scale)
+                continue
+            if self.scheme in FLOAT_SCHEMES:
                 out.append(model(self._inputs(values[:, :n], values[:, n:], haadf)) * scale)
                 continue
             total = 0.0
@@ -349,6 +521,23 @@ class _Data:
                     count += 1
             out.append(total / count * scale)
         return torch.cat(out).cpu().numpy().astype(np.float32)
+
+
+def gaussian_blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Separable Gaussian filter of ``(b, c, ny, nx)`` images, reflecting at the edges."""
+    if sigma_px <= 0:
+        return images
+    radius = max(1, int(np.ceil(3 * sigma_px)))
+    radius = min(radius, images.shape[-1] - 1, images.shape[-2] - 1)
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    k = torch.exp(-(x**2) / (2 * sigma_px**2))
+    k = k / k.sum()
+    b, c, ny, nx = images.shape
+    flat = images.reshape(b * c, 1, ny, nx)
+    flat = torch.nn.functional.pad(flat, (radius, radius, radius, radius), mode="reflect")
+    flat = torch.nn.functional.conv2d(flat, k.view(1, 1, -1, 1))
+    flat = torch.nn.functional.conv2d(flat, k.view(1, 1, 1, -1))
+    return flat.reshape(b, c, ny, nx)
 
 
 def split_counts(counts: torch.Tensor, generator: torch.Generator

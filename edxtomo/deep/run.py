@@ -156,7 +156,10 @@ def write_deep_run(run: DeepRun, directory: str | Path) -> None:
                     result.dense_angles_deg, pixel_nm, name)
     for name, stack in run.denoised.projections.items():
         write_stack(out / "denoised" / f"{name}.hspy", stack, run.angles_deg, pixel_nm, name,
-                    {"frame": "raw (unaligned)", "scheme": run.denoised.scheme})
+                    {"frame": "raw (unaligned)", "scheme": run.denoised.scheme}
+                    | {key: value for key, value in (
+                        ("noise_correlation_px", run.denoised.noise_correlation_px),
+                        ("count_scale", run.denoised.count_scale.get(name))) if value is not None})
     losses = {**run.denoised.losses, **result.losses}
     table = pd.DataFrame({k: pd.Series(v) for k, v in losses.items()})
     with atomic_path(out / "losses.tsv") as tmp:

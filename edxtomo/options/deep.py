@@ -78,9 +78,10 @@ class DenoiseOptions(NetworkOptions):
     """Adam learning rate (cosine-decayed)"""
     inference_splits: int = Field(8, ge=1)
     """fresh count splits averaged at inference (count schemes)"""
-    scheme: Literal["auto", "frames", "binomial", "neighbor2neighbor"] = "auto"
-    """training pairs: `auto` (frames when kept, binomial splits of integer counts, else
-    neighbor2neighbor), or one scheme"""
+    scheme: Literal["auto", "frames", "binomial", "neighbor2neighbor", "blindspot"] = "auto"
+    """training pairs: `auto` (frames when kept, binomial splits of counts, also of floats that are
+    counts times a scale; for other floats neighbor2neighbor when their noise is white, else
+    blindspot), or one scheme"""
     networks: Literal["per_element", "shared"] = "per_element"
     """one network per element, or one network for all elements"""
     use_other_elements: bool = True
@@ -89,6 +90,12 @@ class DenoiseOptions(NetworkOptions):
     """the nets see the HAADF (when present) as an extra input"""
     n2n_gamma: float = Field(2.0, ge=0)
     """weight of the Neighbor2Neighbor consistency term"""
+    correlation_px: int | None = Field(None, ge=0)
+    """noise correlation length (px) of float maps that the blind-spot mask steps over; `null`:
+    measured from the maps"""
+    deconvolve: bool = True
+    """blindspot: fit the output blurred by the filter that the noise correlation measures, so the
+    output undoes that filter"""
 
 
 class MbirOptions(Options):

@@ -1,0 +1,202 @@
+"""Noise that is not white Poisson counts: float maps that are counts times a scale, and
+float maps whose noise an alignment and an export filter correlated (edxtomo.deep.noise and
+the schemes of edxtomo.deep.denoise that use it)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from test_deep import ANGLES, ELEMENTS, FAST_DEEP, FAST_DENOISE, _specimen
+
+from edxtomo.deep import denoise_projections, reconstruct_deep
+from edxtomo.deep.denoise import choose_scheme, plan_denoising
+from edxtomo.deep.noise import (
+    correlation_length,
+    count_scale,
+    noise_autocorrelation,
+    recover_counts,
+)
+from edxtomo.io import TiltSeries
+from edxtomo.metrics import correlation, particle_region, psnr, ssim3d
+from edxtomo.options import DenoiseOptions
+from edxtomo.tomo import sirt
+
+SCALE = np.float32(0.37)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread, as in test_deep.py (a shared 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _exported(seed: int = 0, order: int = 1, sigma: float = 1.0, n: int = 32):
+    """Counts measured in a misaligned frame, aligned by interpolation, filtered and scaled.
+
+    The expected counts of :func:`test_deep._specimen` are moved into a raw frame by a
+    random sub-pixel shift (+-1.5 px) and axis rotation (+-3 deg) per tilt; Poisson counts
+    are drawn there; the alignment moves them back with ``scipy.ndimage`` interpolation of
+    ``order``; the background is subtracted, a Gaussian filter of ``sigma`` px applied and
+    the maps multiplied by 0.37, as an export by other software would.
+
+    Returns the raw counts (a series with background), the exported float maps, the truth
+    and the alignment (a function of a raw-frame stack).
+    """
+    series, truth, expected = _specimen(n, 600.0, seed)
+    rng = np.random.default_rng(100 + seed)
+    shifts = rng.uniform(-1.5, 1.5, (len(ANGLES), 2))
+    angles = rng.uniform(-3, 3, len(ANGLES))
+
+    def to_raw(stack):
+        return np.stack([ndimage.shift(ndimage.rotate(view, -a, reshape=False, order=order),
+                                       -s, order=order)
+                         for view, a, s in zip(stack.astype(float), angles, shifts,
+                                               strict=True)])
+
+    def align(stack):
+        return np.stack([ndimage.rotate(ndimage.shift(view, s, order=order), a, reshape=False,
+                                        order=order)
+                         for view, a, s in zip(stack.astype(float), angles, shifts,
+                                               strict=True)])
+
+    background = series.background["In"]
+    raw, floats = {}, {}
+    for i, element in enumerate(ELEMENTS):
+        raw[element] = rng.poisson(np.clip(to_raw(expected[i]), 0, None) + background)
+        aligned = align(raw[element]) - background
+        floats[element] = (ndimage.gaussian_filter(aligned, (0, sigma, sigma)) * SCALE
+                           ).astype(np.float32)
+    raw_series = TiltSeries({e: c.astype(np.int32) for e, c in raw.items()}
+                            | {"HAADF": to_raw(series.haadf).astype(np.float32)},
+                            ANGLES, 0.6, {}, {e: background for e in ELEMENTS})
+    float_series = TiltSeries(floats | {"HAADF": series.haadf}, ANGLES, 0.6, {"counts": False})
+    return raw_series, float_series, truth, align
+
+
+def test_noise_correlation_is_measured_from_the_maps():
+    series, _, _ = _specimen(32)
+    net = TiltSeries({e: series.net_counts(e) for e in ELEMENTS}, ANGLES, 0.6)
+    raw, exported, _, align = _exported(seed=0)
+    aligned = TiltSeries({e: align(raw.channels[e]).astype(np.float32) for e in ELEMENTS},
+                         ANGLES, 0.6)
+    # Measured on seeds 0-4, interpolation orders 1 and 3 (rho(1) of In, Se, S): net counts
+    # 0 px (white); alignment only 1 px (rho(1) 0.13-0.53); alignment and a Gaussian of
+    # 1 px 3 px (rho(1) 0.73-0.88), where the model's exp(-k^2/4 w^2) of a 1 px filter on
+    # top of the interpolation falls under 0.1 beyond 3 px.
+    assert plan_denoising(net).correlation_px == 0
+    assert plan_denoising(aligned).correlation_px == 1
+    plan = plan_denoising(exported)
+    assert plan.scheme == "blindspot" and plan.correlation_px == 3
+    rho = noise_autocorrelation(series.channels["In"])
+    assert abs(rho[1]) < 0.1 and correlation_length(rho) == 0
+    assert all(noise_autocorrelation(exported.channels[e])[1] > 0.7 for e in ELEMENTS)
+
+
+def test_count_scale_is_recovered():
+    series, _, _ = _specimen(32)
+    counts = series.channels["Se"]
+    assert count_scale(counts) == 1.0
+    scaled = counts * SCALE  # float32, as an exporter writes counts / live time
+    assert count_scale(scaled) == pytest.approx(float(SCALE), rel=1e-6)
+    np.testing.assert_array_equal(recover_counts(scaled, count_scale(scaled)), counts)
+    # no single count anywhere: the lattice step is still found (a divisor of the minimum)
+    assert count_scale((counts + 2) * SCALE) == pytest.approx(float(SCALE), rel=1e-6)
+    # not counts: net counts (negative), filtered counts, noise
+    assert count_scale(series.net_counts("Se")) is None
+    assert count_scale(ndimage.gaussian_filter(scaled, 1.0)) is None
+    assert count_scale(np.random.default_rng(0).random(1000)) is None
+
+
+def test_counts_times_a_scale_are_split_like_the_integers(caplog):
+    series, _, _ = _specimen(16)
+    floats = TiltSeries({e: series.channels[e] * SCALE for e in ELEMENTS}
+                        | {"HAADF": series.haadf}, ANGLES, 0.6, {"counts": False},
+                        {e: series.background[e] * SCALE for e in ELEMENTS})
+    assert choose_scheme(floats) == "binomial"
+    options = FAST_DENOISE.model_copy(update={"steps": 5})
+    integer = denoise_projections(series, seed=0, device="cpu", options=options,
+                                  progress=False)
+    with caplog.at_level(logging.INFO, logger="edxtomo.deep"):
+        scaled = denoise_projections(floats, seed=0, device="cpu", options=options,
+                                     progress=False)
+    assert "counts times a scale" in caplog.text
+    assert scaled.scheme == "binomial" and scaled.noise_correlation_px is None
+    assert scaled.count_scale["Se"] == pytest.approx(float(SCALE), rel=1e-6)
+    assert integer.count_scale == dict.fromkeys(ELEMENTS, 1.0)
+    for element in ELEMENTS:
+        # the same counts, splits and network: equal up to the float32 rounding of x s / s
+        np.testing.assert_allclose(scaled.projections[element] / SCALE,
+                                   integer.projections[element], rtol=1e-5, atol=1e-4)
+
+
+def _best_filtered_sirt(maps: np.ndarray, truth: np.ndarray, region) -> dict:
+    """Per element, the best (PSNR, SSIM, correlation) of SIRT over box 3-11 and Gaussian
+    0.5-3 px prefilters, each metric maximised on its own."""
+    best = [[-np.inf] * 3 for _ in ELEMENTS]
+    for prefilter in [f"box{k}" for k in (3, 5, 7, 9, 11)] + [
+            f"gaussian:{s}" for s in (0.5, 1, 1.5, 2, 3)]:
+        volumes = sirt(maps, ANGLES, iterations=100, device="cpu", prefilter=prefilter,
+                       progress=False)
+        for i in range(len(ELEMENTS)):
+            scores = _scores(volumes[i], truth[i], region)
+            best[i] = [max(a, b) for a, b in zip(best[i], scores, strict=True)]
+    return dict(zip(ELEMENTS, best, strict=True))
+
+
+def _scores(volume, truth, region):
+    return (psnr(volume, truth, region), ssim3d(volume, truth, region),
+            correlation(volume, truth, region))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=(
+    "not reached: the blind-spot float path loses 1.6-3.8 dB against the count path "
+    "(seeds 0-1), and even noise-free filtered maps lose 0.6-1.6 dB: see the comments"))
+def test_correlated_float_maps_come_close_to_the_count_path():
+    """The issue's requirement, measured here and not met (PSNR dB In / Se / S, 300 steps,
+    FAST_DEEP; seeds 0 and 1 of :func:`_exported`, interpolation order 1):
+
+    - count path (binomial on the raw counts, then aligned): 24.39 / 17.92 / 14.28 and
+      24.08 / 17.48 / 14.27
+    - float path, blindspot (L = 3 px, deconvolving a 1.25 px filter): 22.53 / 14.10 / 12.42
+      and 22.45 / 13.81 / 12.29
+    - float path, neighbor2neighbor (passes the correlated noise): 22.32 / 15.54 / 12.71 and
+      22.10 / 15.42 / 12.72
+    - best filtered SIRT (gaussian:0.5 in every case): 21.97 / 15.43 / 12.81 and
+      21.94 / 15.42 / 12.80
+    - ceiling, seed 0: the noise-free maps through the same alignment blur and filter,
+      reconstructed alike, 23.34 / 16.28 / 13.64 (the noisy floats without denoising:
+      22.40 / 15.52 / 12.79).
+
+    The blind-spot scheme beats filtered SIRT on the core (In) but blurs the 1-2 px shells,
+    whose detail lies inside the 7 px hidden block.
+    """
+    raw, exported, truth, align = _exported(seed=0)
+    region = particle_region(truth)
+    options = DenoiseOptions(steps=300, width=8, batch_size=4, patch_px=32, inference_splits=2)
+    counts = denoise_projections(raw, seed=0, device="cpu", options=options, progress=False)
+    floats = denoise_projections(exported, seed=0, device="cpu", options=options,
+                                 progress=False)
+    assert floats.scheme == "blindspot" and floats.noise_correlation_px == 3
+    views = {e: align(p).astype(np.float32) for e, p in counts.projections.items()}
+    count_path = reconstruct_deep(views, ANGLES, FAST_DEEP, seed=0, device="cpu",
+                                  progress=False).volumes
+    float_path = reconstruct_deep(floats.projections, ANGLES, FAST_DEEP, seed=0, device="cpu",
+                                  progress=False).volumes
+    maps = np.stack([exported.channels[e] for e in ELEMENTS])
+    best = _best_filtered_sirt(maps, truth, region)
+    for i, element in enumerate(ELEMENTS):
+        deep = _scores(float_path[element], truth[i], region)
+        reference = psnr(count_path[element], truth[i], region)
+        # the requirement of the issue: within 1.5 dB of the count path, and better than the
+        # best filtered SIRT on every metric
+        assert deep[0] > reference - 1.5, (element, deep, reference)
+        assert all(d > b for d, b in zip(deep, best[element], strict=True)), (element, deep,
+                                                                             best[element])
