@@ -156,27 +156,26 @@ def _scores(volume, truth, region):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "not reached: the blind-spot float path loses 1.6-3.8 dB against the count path "
-    "(seeds 0-1), and even noise-free filtered maps lose 0.6-1.6 dB: see the comments"))
 def test_correlated_float_maps_come_close_to_the_count_path():
     """The issue's requirement, measured here and not met (PSNR dB In / Se / S, 300 steps,
-    FAST_DEEP; seeds 0 and 1 of :func:`_exported`, interpolation order 1):
+    FAST_DEEP; seeds 0, 1 and 2 of :func:`_exported`, interpolation order 1):
 
     - count path (binomial on the raw counts, then aligned): 24.39 / 17.92 / 14.28 and
-      24.08 / 17.48 / 14.27
+      24.08 / 17.48 / 14.27 and 24.32 / 17.60 / 14.18
     - float path, blindspot (L = 3 px, deconvolving a 1.25 px filter): 22.53 / 14.10 / 12.42
-      and 22.45 / 13.81 / 12.29
+      and 22.45 / 13.81 / 12.29 and 22.69 / 13.72 / 12.32
     - float path, neighbor2neighbor (passes the correlated noise): 22.32 / 15.54 / 12.71 and
-      22.10 / 15.42 / 12.72
+      22.10 / 15.42 / 12.72 and 22.27 / 15.28 / 12.70
     - best filtered SIRT (gaussian:0.5 in every case): 21.97 / 15.43 / 12.81 and
-      21.94 / 15.42 / 12.80
+      21.94 / 15.42 / 12.80 and 21.85 / 15.28 / 12.83
     - ceiling, seed 0: the noise-free maps through the same alignment blur and filter,
       reconstructed alike, 23.34 / 16.28 / 13.64 (the noisy floats without denoising:
       22.40 / 15.52 / 12.79).
 
-    The blind-spot scheme beats filtered SIRT on the core (In) but blurs the 1-2 px shells,
-    whose detail lies inside the 7 px hidden block.
+    The blind-spot scheme beats filtered SIRT on the core (In: +0.5 to +0.8 dB, SSIM +0.08
+    to +0.10, correlation +0.015 to +0.025 on the three seeds; asserted) but blurs the 1-2 px
+    shells, whose detail lies inside the 7 px hidden block. The rest of the requirement is
+    checked and reported as an expected failure (pytest.xfail) while it is not met.
     """
     raw, exported, truth, align = _exported(seed=0)
     region = particle_region(truth)
@@ -192,11 +191,19 @@ def test_correlated_float_maps_come_close_to_the_count_path():
                                   progress=False).volumes
     maps = np.stack([exported.channels[e] for e in ELEMENTS])
     best = _best_filtered_sirt(maps, truth, region)
+    unmet = []
     for i, element in enumerate(ELEMENTS):
         deep = _scores(float_path[element], truth[i], region)
         reference = psnr(count_path[element], truth[i], region)
+        if element == "In":
+            assert all(d > b for d, b in zip(deep, best[element], strict=True)), (deep,
+                                                                                 best[element])
         # the requirement of the issue: within 1.5 dB of the count path, and better than the
         # best filtered SIRT on every metric
-        assert deep[0] > reference - 1.5, (element, deep, reference)
-        assert all(d > b for d, b in zip(deep, best[element], strict=True)), (element, deep,
-                                                                             best[element])
+        if deep[0] <= reference - 1.5 or any(d <= b for d, b in zip(deep, best[element],
+                                                                     strict=True)):
+            unmet.append(f"{element}: float {np.round(deep, 3).tolist()}, count path "
+                         f"{reference:.2f} dB, best filtered SIRT "
+                         f"{np.round(best[element], 3).tolist()}")
+    if unmet:
+        pytest.xfail("float path short of the requirement: " + "; ".join(unmet))
