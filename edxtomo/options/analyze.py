@@ -12,7 +12,7 @@ Method = Literal["sirt", "fbp", "tv", "deep"]
 
 
 class AnalyzeOptions(Options):
-    """Segmentation and shell thickness (:func:`edxtomo.thickness.analyze_specimen`)."""
+    """Segmentation and shell thickness (:func:`edxtomo.analyze.analyze_specimen`)."""
 
     methods: list[Method] = ["sirt", "tv", "deep"]
     """reconstructions to segment and measure"""

@@ -1,0 +1,67 @@
+"""Spherical shell-thickness maps of one particle, their equal-area statistics, and the tables.
+
+Rays leave the particle's centre in every direction of a (theta, phi) grid; each element's
+volume is sampled along every ray, and the element is present where it exceeds a threshold
+(half of its level in the particle by default). Statistics weight each direction by its
+solid angle.
+
+- :mod:`~edxtomo.thickness.sphere`: the grid of directions, solid-angle weights, weighted
+  quantiles.
+- :mod:`~edxtomo.thickness.rays`: :func:`shell_thickness`, thickness and radii along each ray
+  (:class:`ShellMaps`).
+- :mod:`~edxtomo.thickness.equal_area`: :func:`shell_statistics`, the sinusoidal projection
+  and the histogram of a map.
+- :mod:`~edxtomo.thickness.table`: one row per particle and element
+  (:func:`particle_thickness_table`), the stacked maps, per-sample summaries.
+"""
+
+from edxtomo.thickness.equal_area import (
+    THICKNESS_COLUMNS,
+    shell_statistics,
+    sinusoidal_projection,
+    thickness_histogram,
+)
+from edxtomo.thickness.rays import ShellMaps, shell_thickness
+from edxtomo.thickness.sphere import (
+    ray_directions,
+    solid_angle_weights,
+    sphere_grid,
+    weighted_quantile,
+)
+from edxtomo.thickness.table import (
+    FLAG_ELEMENT_ABSENT,
+    FLAG_NO_PARTICLES,
+    FLAG_OK,
+    FLAG_TOUCHES_BORDER,
+    ROW_COLUMNS,
+    SUMMARY_METRICS,
+    particle_center,
+    particle_shell_maps,
+    particle_thickness_table,
+    stack_shell_maps,
+    summarize_samples,
+)
+
+__all__ = [
+    "FLAG_ELEMENT_ABSENT",
+    "FLAG_NO_PARTICLES",
+    "FLAG_OK",
+    "FLAG_TOUCHES_BORDER",
+    "ROW_COLUMNS",
+    "SUMMARY_METRICS",
+    "THICKNESS_COLUMNS",
+    "ShellMaps",
+    "particle_center",
+    "particle_shell_maps",
+    "particle_thickness_table",
+    "ray_directions",
+    "shell_statistics",
+    "shell_thickness",
+    "sinusoidal_projection",
+    "solid_angle_weights",
+    "sphere_grid",
+    "stack_shell_maps",
+    "summarize_samples",
+    "thickness_histogram",
+    "weighted_quantile",
+]
