@@ -11,10 +11,11 @@ results/{sample}/aligned/              {channel}.hspy, background/, transforms.t
                                        diagnostics.npz (align)
 results/{sample}/recon/{method}/       {channel}.tif and .hspy volumes (reconstruct;
                                        method: sirt, fbp, tv, deep); deep also writes
-                                       denoised/, mbir/, enriched/, losses.tsv
+                                       denoised/, mbir/, enriched/, losses.tsv,
+                                       selfcheck.tsv
 results/{sample}/analysis/{method}/    labels.tif, particles.tsv, thickness.tsv,
                                        thickness_maps.npz (analyze)
-results/tables/                        particles.tsv, samples.tsv (tables)
+results/tables/                        particles.tsv, samples.tsv, comparisons.tsv (tables)
 results/figures/                       report figures (figure_*)
 logs/{rule}/...                        one log per job
 logs/reconstruct/{sample}_deep_checkpoints/
