@@ -26,7 +26,7 @@ from edxtomo.deep import (
     run_deep,
     write_deep_run,
 )
-from edxtomo.deep.denoise import split_counts, split_frames
+from edxtomo.deep.pairs import split_counts, split_frames
 from edxtomo.errors import ConfigError, EdxtomoInputError
 from edxtomo.io import TiltSeries
 from edxtomo.metrics import particle_region, psnr

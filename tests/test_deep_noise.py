@@ -13,13 +13,13 @@ from scipy import ndimage
 from test_deep import ANGLES, ELEMENTS, FAST_DEEP, FAST_DENOISE, _specimen
 
 from edxtomo.deep import denoise_projections, reconstruct_deep
-from edxtomo.deep.denoise import choose_scheme, plan_denoising
 from edxtomo.deep.noise import (
     correlation_length,
     count_scale,
     noise_autocorrelation,
     recover_counts,
 )
+from edxtomo.deep.schemes import choose_scheme, plan_denoising
 from edxtomo.io import TiltSeries
 from edxtomo.metrics import correlation, particle_region, psnr, ssim3d
 from edxtomo.options import DenoiseOptions

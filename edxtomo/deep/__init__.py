@@ -16,15 +16,11 @@ b), then checks itself against ``tv`` on held-out counts (:func:`run_selfcheck`)
 :func:`reconstruct_deep` runs b-d. The options classes live in :mod:`edxtomo.options`.
 """
 
-from edxtomo.deep.denoise import (
-    DenoiseResult,
-    choose_scheme,
-    denoise_projections,
-    is_counts,
-)
+from edxtomo.deep.denoise import DenoiseResult, denoise_projections
 from edxtomo.deep.enrich import dense_angles, enrich_views
 from edxtomo.deep.pipeline import DeepResult, reconstruct_deep
 from edxtomo.deep.run import DeepRun, run_deep, write_deep_run
+from edxtomo.deep.schemes import choose_scheme, is_counts
 from edxtomo.deep.selfcheck import run_selfcheck
 from edxtomo.deep.training import TrainingDivergedError
 

@@ -1,6 +1,7 @@
 """Self-supervised denoising of the element projections, trained on the measurement itself.
 
-Three schemes, chosen from the data (:func:`choose_scheme`) and logged:
+Four schemes, chosen from the data (:func:`edxtomo.deep.schemes.choose_scheme`) and logged;
+the pairs are drawn by :mod:`edxtomo.deep.pairs`:
 
 ``"frames"``
     The maps keep their frames ``(n_tilt, n_frame, ny, nx)``: each step splits the frames of
@@ -42,17 +43,25 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from edxtomo.deep.noise import (
-    correlation_length,
     correlation_sigma,
-    count_scale,
-    noise_autocorrelation,
     recover_counts,
+)
+from edxtomo.deep.pairs import (
+    gaussian_blur,
+    neighbour_pairs,
+    split_counts,
+    split_frames,
+    subsample,
+)
+from edxtomo.deep.schemes import (
+    COUNT_SCHEMES,
+    FLOAT_SCHEMES,
+    plan_denoising,
 )
 from edxtomo.deep.training import (
     deterministic,
@@ -69,10 +78,6 @@ from edxtomo.options.deep import budget_name, fill_budget
 from edxtomo.tomo.device import resolve_device
 
 log = logging.getLogger(__name__)
-
-SCHEMES = ("frames", "binomial", "neighbor2neighbor", "blindspot")
-FLOAT_SCHEMES = ("neighbor2neighbor", "blindspot")
-COUNT_SCHEMES = ("frames", "binomial")
 
 
 @dataclass
@@ -101,121 +106,6 @@ class DenoiseResult:
     losses: dict[str, list[float]] = field(default_factory=dict)
     noise_correlation_px: int | None = None
     count_scale: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class NoisePlan:
-    """What :func:`plan_denoising` found in the maps, and the scheme it chose.
-
-    ``count_scale``: per element, the count scale (1 for integer counts), or None for maps
-    that are not counts. ``correlation``: per float element, the noise autocorrelation at
-    lags 0.. (:func:`~edxtomo.deep.noise.noise_autocorrelation`). ``correlation_px``: the
-    correlation length the float scheme must step over (the largest over the float
-    elements, or the option), None when a count scheme runs.
-    """
-
-    scheme: str
-    count_scale: dict[str, float | None]
-    correlation: dict[str, np.ndarray] = field(default_factory=dict)
-    correlation_px: int | None = None
-
-
-def is_counts(series: TiltSeries, name: str) -> bool:
-    """Whether channel ``name`` holds photon counts that may be split.
-
-    False when the provenance says ``counts: false`` (per channel or for the series), or
-    when the data hold negative or non-integer values.
-    """
-    flags = [series.provenance.get("counts"),
-             series.provenance.get("channels", {}).get(name, {}).get("counts")]
-    if any(_says_false(flag) for flag in flags):
-        return False
-    data = series.channels[name]
-    if np.issubdtype(data.dtype, np.integer) or data.dtype == bool:
-        return bool(data.min() >= 0) if data.size else True
-    return bool(np.all(data >= 0) and np.all(data == np.round(data)))
-
-
-def _says_false(flag: Any) -> bool:
-    """A provenance flag that is set and false (bool, numpy bool from HDF5, or text)."""
-    if isinstance(flag, str):
-        return flag.strip().lower() in ("false", "no", "0")
-    return flag is not None and not bool(flag)
-
-
-def element_count_scale(series: TiltSeries, name: str) -> float | None:
-    """The count scale of channel ``name``: 1 for counts (:func:`is_counts`), ``s`` for float
-    maps on a lattice ``k * s`` (:func:`~edxtomo.deep.noise.count_scale`), else None.
-
-    Float maps are tested for a lattice even when the provenance says ``counts: false``
-    (the map readers set it from the dtype); integer maps flagged ``counts: false`` are not
-    counts.
-    """
-    if is_counts(series, name):
-        return 1.0
-    data = series.channels[name]
-    if np.issubdtype(data.dtype, np.integer) or data.dtype == bool:
-        return None
-    return count_scale(data)
-
-
-def plan_denoising(series: TiltSeries, scheme: str = "auto",
-                   correlation_px: int | None = None) -> NoisePlan:
-    """Recover counts, measure the noise correlation of float maps, and choose the scheme.
-
-    ``auto``: ``frames`` when every element keeps >= 2 frames of counts, ``binomial`` for
-    counts (integers, or floats that are counts times a scale); for float maps that are not
-    counts, ``neighbor2neighbor`` when their noise is white (correlation length 0) and
-    ``blindspot`` with a mask wider than the correlation length otherwise.
-
-    Parameters
-    ----------
-    series : TiltSeries
-    scheme : {"auto", "frames", "binomial", "neighbor2neighbor", "blindspot"}
-    correlation_px : int, optional
-        Correlation length to use instead of the measured one.
-
-    Raises
-    ------
-    EdxtomoInputError
-        When a count scheme is requested for maps that are not counts, or ``"frames"``
-        for maps without frames.
-    """
-    if scheme != "auto" and scheme not in SCHEMES:
-        raise EdxtomoInputError(f"unknown denoising scheme {scheme!r}; expected {SCHEMES}")
-    elements = series.elements
-    scales = {e: element_count_scale(series, e) for e in elements}
-    floats = [e for e in elements if scales[e] is None]
-    framed = all(series.channels[e].ndim == 4 and series.channels[e].shape[1] >= 2
-                 for e in elements)
-    if scheme in COUNT_SCHEMES and floats:
-        raise EdxtomoInputError(
-            f"maps of {floats} are not counts (floats or counts: false); they cannot be split "
-            f"with the {scheme!r} scheme: use 'neighbor2neighbor' or 'blindspot'"
-        )
-    if scheme == "frames" and not framed:
-        raise EdxtomoInputError("the 'frames' scheme needs every element with >= 2 frames")
-    if scheme in COUNT_SCHEMES or (scheme == "auto" and not floats):
-        chosen = scheme if scheme != "auto" else ("frames" if framed else "binomial")
-        return NoisePlan(chosen, scales)
-    targets = floats or elements
-    correlation = {e: noise_autocorrelation(series.summed(e)) for e in targets}
-    # one alignment and one export filter for every element: the smallest length, the one
-    # least propped up by the signal left in the residual (bright elements read wider)
-    measured = min(correlation_length(rho) for rho in correlation.values())
-    length = measured if correlation_px is None else correlation_px
-    if scheme == "auto":
-        scheme = "blindspot" if length > 0 else "neighbor2neighbor"
-    elif scheme == "neighbor2neighbor" and length > 0:
-        log.warning("the noise of %s is correlated over %d px: neighbour sub-images share "
-                    "it, and neighbor2neighbor keeps it as signal; 'blindspot' (or 'auto') "
-                    "steps over it", "+".join(targets), length)
-    return NoisePlan(scheme, scales, correlation, length)
-
-
-def choose_scheme(series: TiltSeries, scheme: str = "auto") -> str:
-    """The denoising scheme for ``series``: see :func:`plan_denoising`."""
-    return plan_denoising(series, scheme).scheme
 
 
 def denoise_projections(
@@ -439,14 +329,14 @@ class _Data:
 
     def _n2n_loss(self, model, values, haadf, g, gamma):
         n = self.n_targets
-        index = _neighbour_pairs(values, g)
-        first, second = (_subsample(values, i) for i in index)
-        h_first = None if haadf is None else _subsample(haadf, index[0])
+        index = neighbour_pairs(values, g)
+        first, second = (subsample(values, i) for i in index)
+        h_first = None if haadf is None else subsample(haadf, index[0])
         with torch.no_grad():
             full = model(self._inputs(values[:, :n], values[:, n:], haadf))
         out = model(self._inputs(first[:, :n], first[:, n:], h_first))
         residual = out - second[:, :n]
-        consistency = residual - (_subsample(full, index[0]) - _subsample(full, index[1]))
+        consistency = residual - (subsample(full, index[0]) - subsample(full, index[1]))
         return torch.mean(residual**2) + gamma * torch.mean(consistency**2)
 
     def _blindspot_predict(self, model, values, haadf):
@@ -523,76 +413,3 @@ class _Data:
         return torch.cat(out).cpu().numpy().astype(np.float32)
 
 
-def gaussian_blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    """Separable Gaussian filter of ``(b, c, ny, nx)`` images, reflecting at the edges."""
-    if sigma_px <= 0:
-        return images
-    radius = max(1, int(np.ceil(3 * sigma_px)))
-    radius = min(radius, images.shape[-1] - 1, images.shape[-2] - 1)
-    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    k = torch.exp(-(x**2) / (2 * sigma_px**2))
-    k = k / k.sum()
-    b, c, ny, nx = images.shape
-    flat = images.reshape(b * c, 1, ny, nx)
-    flat = torch.nn.functional.pad(flat, (radius, radius, radius, radius), mode="reflect")
-    flat = torch.nn.functional.conv2d(flat, k.view(1, 1, -1, 1))
-    flat = torch.nn.functional.conv2d(flat, k.view(1, 1, 1, -1))
-    return flat.reshape(b, c, ny, nx)
-
-
-def split_counts(counts: torch.Tensor, generator: torch.Generator
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Binomial thinning: each count goes to half A or B with probability 1/2.
-
-    If ``counts`` is Poisson with mean ``m``, the halves are *independent* Poisson images of
-    mean ``m / 2`` each (the thinning property), and ``a + b == counts`` exactly.
-
-    Parameters
-    ----------
-    counts : torch.Tensor
-        Non-negative integer counts (any shape, float dtype).
-    generator : torch.Generator
-        On the device of ``counts``.
-    """
-    a = torch.binomial(counts, torch.full_like(counts, 0.5), generator=generator)
-    return a, counts - a
-
-
-def split_frames(frames: torch.Tensor, generator: torch.Generator
-                 ) -> tuple[torch.Tensor, float, torch.Tensor, float]:
-    """Split the frames of every tilt into two disjoint random subsets and sum each.
-
-    Parameters
-    ----------
-    frames : torch.Tensor, shape (n_tilt, n_channel, n_frame, ny, nx)
-    generator : torch.Generator
-
-    Returns
-    -------
-    a, fraction_a, b, fraction_b
-        The sums ``(n_tilt, n_channel, ny, nx)`` over ``n_frame // 2`` frames and over the
-        rest, and the dose fraction each holds.
-    """
-    n_tilt, n_frame = frames.shape[0], frames.shape[2]
-    n_a = n_frame // 2
-    order = torch.rand(n_tilt, n_frame, generator=generator, device=frames.device)
-    in_a = (order.argsort(dim=1).argsort(dim=1) < n_a).to(frames.dtype)
-    a = torch.einsum("tefyx,tf->teyx", frames, in_a)
-    return a, n_a / n_frame, frames.sum(dim=2) - a, 1 - n_a / n_frame
-
-
-def _neighbour_pairs(values: torch.Tensor, g: torch.Generator) -> tuple:
-    """Per 2x2 cell, a random pixel and a random edge-neighbour of it (indices 0..3)."""
-    b, _, ny, nx = values.shape
-    first = torch.randint(4, (b, 1, ny // 2, nx // 2), generator=g, device=values.device)
-    # in a 2x2 cell, index ^ 1 is the horizontal neighbour and index ^ 2 the vertical one
-    flip = 1 + torch.randint(2, first.shape, generator=g, device=values.device)
-    return first, torch.bitwise_xor(first, flip)
-
-
-def _subsample(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Pick pixel ``index`` of every 2x2 cell: ``(b, c, ny, nx) -> (b, c, ny/2, nx/2)``."""
-    b, c, ny, nx = values.shape
-    cells = values.reshape(b, c, ny // 2, 2, nx // 2, 2).permute(0, 1, 2, 4, 3, 5)
-    cells = cells.reshape(b, c, ny // 2, nx // 2, 4)
-    return torch.gather(cells, 4, index.expand(b, c, -1, -1).unsqueeze(-1)).squeeze(-1)

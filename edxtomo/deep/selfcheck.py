@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from edxtomo.align import apply_transforms
-from edxtomo.deep.denoise import is_counts
+from edxtomo.deep.schemes import is_counts
 from edxtomo.io import HAADF, TiltSeries, atomic_path
 from edxtomo.options import ReconstructOptions
 from edxtomo.tomo import project
