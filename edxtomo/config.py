@@ -64,6 +64,11 @@ class Sample:
     angles_deg: tuple[float, ...]
     pixel_size_nm: float | None
 
+    def selected_elements(self, configured: Iterable[str]) -> list[str] | None:
+        """The sheet's elements, else the configured ones (``extract.elements``); None when
+        both are empty: the files' own element selection (or every map) then decides."""
+        return list(self.elements or configured) or None
+
 
 # What each column must hold, said in words instead of the schema's regular expression.
 COLUMN_FORMS = {

@@ -78,6 +78,7 @@ def _centre_problems(elements: list[str], config: WorkflowConfig) -> list[str]:
 
 def _raw_elements(sample: Sample, config: WorkflowConfig) -> list[str]:
     """Check the headers of a sample's raw files; return its elements."""
+    from edxtomo.extract.series import series_elements
     from edxtomo.extract.tilts import check_acquisitions, natural_key, order_tilts
     from edxtomo.io import read_header
 
@@ -86,14 +87,14 @@ def _raw_elements(sample: Sample, config: WorkflowConfig) -> list[str]:
     check_acquisitions(headers, keep_frames=config.extract.keep_frames,
                        pixel_size_given=sample.pixel_size_nm is not None)
     order_tilts(paths, headers, list(sample.angles_deg) or None)
-    return list(sample.elements or config.extract.elements or headers[0].elements)
+    return series_elements(sample.selected_elements(config.extract.elements), headers)
 
 
 def _maps_elements(sample: Sample, config: WorkflowConfig) -> list[str]:
     from edxtomo.io import HAADF, load_maps_series
 
-    elements = list(sample.elements or config.extract.elements) or None
-    series = load_maps_series(sample.maps, sample.angles, elements,
+    series = load_maps_series(sample.maps, sample.angles,
+                              sample.selected_elements(config.extract.elements),
                               pixel_size_nm=sample.pixel_size_nm,
                               angles_deg=list(sample.angles_deg) or None)
     return [name for name in series.channels if name != HAADF]

@@ -6,7 +6,7 @@ import numpy as np
 
 from edxtomo.align import align_series, write_transforms
 from edxtomo.io import atomic_path, load_tilt_series, save_tilt_series
-from edxtomo.options.align import AlignOptions
+from edxtomo.options import AlignOptions
 from edxtomo.runtime import rule_context
 
 with rule_context(snakemake.log[0], snakemake.threads):

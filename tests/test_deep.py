@@ -439,7 +439,7 @@ def test_selfcheck_skips_float_maps(caplog):
         raise AssertionError("the deep steps must not run on float maps")
 
     with caplog.at_level(logging.WARNING, logger="edxtomo.deep"):
-        table = run_selfcheck(floats, floats, _identity_transforms(ANGLES), never,
+        table = run_selfcheck(floats, _identity_transforms(ANGLES), never,
                               ReconstructOptions())
     assert list(table.columns) == SELFCHECK_COLUMNS
     assert table["method"].str.startswith("skipped").all()

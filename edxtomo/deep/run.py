@@ -115,7 +115,7 @@ def run_deep(
     if options.selfcheck:
         held_out_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / "selfcheck"
         selfcheck = run_selfcheck(
-            extracted, aligned, transforms,
+            extracted, transforms,
             lambda raw, registered: steps(raw, registered, held_out_dir)[1].volumes,
             tv_options or ReconstructOptions(nz=nz), seed=seed, device=device)
     return DeepRun(denoised, result, np.asarray(aligned.angles_deg), aligned.pixel_size_nm,

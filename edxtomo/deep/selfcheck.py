@@ -43,9 +43,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edxtomo.align import apply_transforms
+from edxtomo.align import apply_to_series, apply_transforms
 from edxtomo.deep.schemes import is_counts
-from edxtomo.io import HAADF, TiltSeries, atomic_path
+from edxtomo.io import TiltSeries, atomic_path
 from edxtomo.options import ReconstructOptions
 from edxtomo.tomo import project
 from edxtomo.tomo.methods import reconstruct_series
@@ -77,20 +77,6 @@ def split_halves(series: TiltSeries, seed: int) -> tuple[TiltSeries, dict[str, n
     background = {e: np.asarray(b, np.float32) / 2 for e, b in series.background.items()}
     return (TiltSeries(half_a, series.angles_deg, series.pixel_size_nm,
                        dict(series.provenance), background), half_b)
-
-
-def align_half(half_a: TiltSeries, aligned: TiltSeries, transforms: pd.DataFrame) -> TiltSeries:
-    """Half A with the alignment applied to its elements and background, beside the
-    aligned HAADF."""
-    def shift(stack: np.ndarray) -> np.ndarray:
-        return apply_transforms(stack, transforms, angles_deg=half_a.angles_deg)
-
-    channels = {e: shift(half_a.channels[e]) for e in half_a.elements}
-    if HAADF in aligned.channels:
-        channels = {HAADF: aligned.channels[HAADF], **channels}
-    background = {e: shift(b) for e, b in half_a.background.items()}
-    return TiltSeries(channels, half_a.angles_deg, half_a.pixel_size_nm,
-                      dict(half_a.provenance), background)
 
 
 def poisson_deviance(counts: np.ndarray, expected: np.ndarray, mask: np.ndarray) -> float:
@@ -156,7 +142,6 @@ def warn_losses(table: pd.DataFrame) -> None:
 
 def run_selfcheck(
     extracted: TiltSeries,
-    aligned: TiltSeries,
     transforms: pd.DataFrame,
     deep_steps: DeepSteps,
     tv_options: ReconstructOptions,
@@ -168,8 +153,8 @@ def run_selfcheck(
 
     Parameters
     ----------
-    extracted, aligned : TiltSeries
-        The raw series and the aligned one (its HAADF joins half A).
+    extracted : TiltSeries
+        The raw series; half A keeps its HAADF, aligned with the counts.
     transforms : DataFrame
         The alignment transforms.
     deep_steps : callable
@@ -191,7 +176,7 @@ def run_selfcheck(
         log.warning("self-check skipped: %s", reason)
         return skipped_table(extracted.elements, reason)
     half_a, half_b = split_halves(extracted, seed)
-    aligned_a = align_half(half_a, aligned, transforms)
+    aligned_a = apply_to_series(half_a, transforms)
     angles = aligned_a.angles_deg
     held_out = {e: apply_transforms(b, transforms, angles_deg=angles) for e, b in half_b.items()}
     mask = apply_transforms(np.ones_like(next(iter(half_b.values())), np.float32), transforms,

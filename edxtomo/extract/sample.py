@@ -58,12 +58,12 @@ def extract_sample(
         The summed spectrum and windows; None for the maps route.
     """
     angles_deg = list(sample.angles_deg) or None
+    elements = sample.selected_elements(options.elements)
     if sample.maps:
-        elements = list(sample.elements or options.elements) or None
         series = load_maps_series(sample.maps, sample.angles, elements,
                                   pixel_size_nm=sample.pixel_size_nm, angles_deg=angles_deg)
         return series, None
-    return extract_tilt_series(raw_files(sample, inputs), options, elements=sample.elements,
+    return extract_tilt_series(raw_files(sample, inputs), options, elements=elements,
                                angles_deg=angles_deg, pixel_size_nm=sample.pixel_size_nm)
 
 

@@ -328,7 +328,7 @@ def extract_tilt_series(
     acquisitions, angles, angles_source = _ordered_headers(
         raw_paths, angles_deg, options.keep_frames, pixel_size_nm is not None)
     first = acquisitions[0]
-    elements = _elements_of_series(list(elements or options.elements) or None, acquisitions)
+    elements = series_elements(list(elements or options.elements) or None, acquisitions)
     plan_options = {"lines": dict(options.lines), "integration_fwhm": options.integration_fwhm,
                     "background": options.background}
     windows = _Windows.of(plan_lines(elements, first, **plan_options), first)
@@ -384,9 +384,15 @@ def extract_tilt_series(
     return series, summed
 
 
-def _elements_of_series(elements: list[str] | None,
+def series_elements(elements: list[str] | None,
                         acquisitions: Sequence[Acquisition]) -> list[str]:
-    """The elements given, else the first file's selection (warning when files differ)."""
+    """The elements given, else the first file's selection (warning when files differ).
+
+    Raises
+    ------
+    EdxtomoInputError
+        No elements given and an empty element selection in the first file.
+    """
     resolved = _resolve_elements(elements, acquisitions[0])
     if elements is None:
         for acquisition in acquisitions:
