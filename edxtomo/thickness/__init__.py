@@ -11,6 +11,8 @@ solid angle.
   (:class:`ShellMaps`).
 - :mod:`~edxtomo.thickness.equal_area`: :func:`shell_statistics`, the sinusoidal projection
   and the histogram of a map.
+- :mod:`~edxtomo.thickness.intervals`: jackknife intervals of the statistics from count-split
+  replicates (:func:`add_intervals`).
 - :mod:`~edxtomo.thickness.table`: one row per particle and element
   (:func:`particle_thickness_table`), the stacked maps, per-sample summaries.
 """
@@ -20,6 +22,13 @@ from edxtomo.thickness.equal_area import (
     shell_statistics,
     sinusoidal_projection,
     thickness_histogram,
+)
+from edxtomo.thickness.intervals import (
+    INTERVAL_COLUMNS,
+    INTERVAL_METRICS,
+    add_intervals,
+    jackknife_interval,
+    jackknife_se,
 )
 from edxtomo.thickness.rays import ShellMaps, shell_thickness
 from edxtomo.thickness.sphere import (
@@ -47,10 +56,15 @@ __all__ = [
     "FLAG_NO_PARTICLES",
     "FLAG_OK",
     "FLAG_TOUCHES_BORDER",
+    "INTERVAL_COLUMNS",
+    "INTERVAL_METRICS",
     "ROW_COLUMNS",
     "SUMMARY_METRICS",
     "THICKNESS_COLUMNS",
     "ShellMaps",
+    "add_intervals",
+    "jackknife_interval",
+    "jackknife_se",
     "particle_center",
     "particle_shell_maps",
     "particle_thickness_table",

@@ -14,6 +14,7 @@ from edxtomo.errors import EdxtomoInputError
 from edxtomo.particles import PARTICLE_CENTER, particle_regions
 from edxtomo.statistics import INTERVAL_OK, INTERVAL_TOO_FEW, mean_interval
 from edxtomo.thickness.equal_area import THICKNESS_COLUMNS, shell_statistics
+from edxtomo.thickness.intervals import INTERVAL_COLUMNS
 from edxtomo.thickness.rays import ShellMaps, shell_thickness
 from edxtomo.thickness.sphere import sphere_grid
 
@@ -23,6 +24,7 @@ ROW_COLUMNS = (
     "particle",
     "element",
     *THICKNESS_COLUMNS,
+    *INTERVAL_COLUMNS,
     "element_level",
     "threshold_level",
     "center",
@@ -186,7 +188,10 @@ def particle_thickness_table(
     Returns
     -------
     rows : DataFrame
-        :data:`ROW_COLUMNS`. ``flag`` is ``ok``, or ``;``-joined ``touches_border`` (the
+        :data:`ROW_COLUMNS`. The interval columns
+        (:data:`~edxtomo.thickness.intervals.INTERVAL_COLUMNS`) are NaN here; they are
+        filled from replicates by :func:`~edxtomo.thickness.intervals.add_intervals`.
+        ``flag`` is ``ok``, or ``;``-joined ``touches_border`` (the
         particle is cut by the volume's edge: its shell may be truncated) and
         ``element_absent``. With no particle, one row per element flagged ``no_particles``
         with NaN statistics.

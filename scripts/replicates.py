@@ -1,0 +1,22 @@
+"""Rule replicates: the count-split replicates of one reconstruction and its sd volumes."""
+
+from pathlib import Path
+
+from edxtomo.align import read_transforms
+from edxtomo.io import load_tilt_series
+from edxtomo.options import ReconstructOptions
+from edxtomo.runtime import rule_context
+from edxtomo.uncertainty import method_replicates, write_replicates
+
+with rule_context(snakemake.log[0], snakemake.threads):
+    extracted = load_tilt_series(snakemake.input.extracted)
+    replicates = method_replicates(
+        extracted,
+        read_transforms(Path(snakemake.input.aligned) / "transforms.tsv"),
+        snakemake.wildcards.method,
+        ReconstructOptions.model_validate(snakemake.params.options),
+        snakemake.params.replicates,
+        seed=snakemake.params.seed,
+        device=snakemake.params.device,
+    )
+    write_replicates(replicates, snakemake.output[0], extracted.pixel_size_nm)

