@@ -162,8 +162,10 @@ def object_significance(
     means[0] = np.nan
     first = BackgroundNoise(*_level_and_sigma(signal), correlation_volume_vox=1.0)
     strong = first.sigmas_above(means) >= SIGNIFICANCE_SIGMA
-    cube = ndi.generate_binary_structure(signal.ndim, signal.ndim)
-    near = ndi.binary_dilation(strong[labels], cube, margin_vox)
+    # Grown by margin_vox in every direction, diagonals included: a cube of side 2 m + 1
+    # (the binary dilation by the 3^3 cube, m times, done as a separable maximum filter).
+    near = ndi.maximum_filter(strong[labels], size=2 * margin_vox + 1, mode="constant",
+                              cval=False)
     noise = background_noise(signal, np.ones(signal.shape, bool) if near.all() else ~near)
     resolved = np.sqrt(np.minimum(1.0, counts / noise.correlation_volume_vox))
     return noise.sigmas_above(means) * resolved, counts, noise

@@ -44,7 +44,9 @@ BLOCK_COLUMNS = {"cpu": 32, "cuda": 1024}
 
 def _ramp_integral(s: np.ndarray) -> np.ndarray:
     s = np.maximum(s, 0.0)
-    return 0.5 * s * s
+    s *= s
+    s *= 0.5
+    return s
 
 
 def _trapezoid_cdf(t: np.ndarray, long: float, short: float) -> np.ndarray:
@@ -59,38 +61,53 @@ def _trapezoid_cdf(t: np.ndarray, long: float, short: float) -> np.ndarray:
     ) / (long * short)
 
 
-def _angle_block(theta: float, nx: int, nz: int) -> scipy.sparse.csr_matrix:
-    """Strip-area weights of one tilt: ``(nx detector bins, nz * nx voxels)``."""
+def _angle_weights(theta: float, nx: int, nz: int) -> tuple[np.ndarray, np.ndarray]:
+    """Strip-area weights of one tilt: detector bins and weights, each ``(nz * nx, 3)``.
+
+    Voxel ``iz * nx + ix`` deposits ``weights[v, k]`` in bin ``bins[v, k]``; the 3 bins of a
+    voxel ascend, and entries outside the detector or below 1e-7 have weight 0.
+    """
     cos, sin = np.cos(theta), np.sin(theta)
     long, short = max(abs(cos), abs(sin)), min(abs(cos), abs(sin))
     x_c = np.arange(nx) - (nx - 1) / 2
     z_c = np.arange(nz)[:, None] - (nz - 1) / 2
-    # Shadow centre of every voxel in detector-index units, (nz, nx).
-    centre = cos * x_c + sin * z_c + (nx - 1) / 2
-    first_bin = np.floor(centre - (long + short) / 2 + 0.5).astype(np.int64)
-    column = np.arange(nz * nx).reshape(nz, nx)
-    rows, cols, vals = [], [], []
-    # The shadow is at most sqrt(2) wide, so it overlaps at most 3 detector bins.
-    for k in range(3):
-        bin_index = first_bin + k
-        weight = _trapezoid_cdf(bin_index + 0.5 - centre, long, short) - _trapezoid_cdf(
-            bin_index - 0.5 - centre, long, short
-        )
-        keep = (weight > 1e-7) & (bin_index >= 0) & (bin_index < nx)
-        rows.append(bin_index[keep])
-        cols.append(column[keep])
-        vals.append(weight[keep].astype(np.float32))
-    return scipy.sparse.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-        shape=(nx, nz * nx),
-    )
+    # Shadow centre of every voxel in detector-index units, (nz * nx, 1).
+    centre = (cos * x_c + sin * z_c + (nx - 1) / 2).reshape(-1, 1)
+    # The shadow is at most sqrt(2) wide, so it overlaps at most 3 detector bins; their 4
+    # edges are evaluated once (bin k spans edges k and k + 1).
+    first_bin = np.floor(centre - (long + short) / 2 + 0.5)
+    cdf = _trapezoid_cdf(first_bin - 0.5 - centre + np.arange(4), long, short)
+    weights = np.diff(cdf, axis=1)
+    bins = first_bin.astype(np.int64) + np.arange(3)
+    weights[(weights <= 1e-7) | (bins < 0) | (bins >= nx)] = 0.0
+    return bins, weights
 
 
 @functools.lru_cache(maxsize=4)
+def _cached_matrices(angles_key: tuple[float, ...], nx: int, nz: int):
+    """The system matrix and its transpose, both CSR (see :func:`system_matrix`).
+
+    The transpose is assembled directly: voxel ``v``'s row holds its (tilt, bin) entries,
+    which ascend in ``tilt * nx + bin`` when laid out tilt by tilt, so no sort is needed.
+    One tilt's float64 temporaries are computed at a time.
+    """
+    n_tilt, n_vox = len(angles_key), nz * nx
+    rows = np.empty((n_vox, n_tilt, 3), dtype=np.int32)
+    values = np.empty((n_vox, n_tilt, 3), dtype=np.float32)
+    for i, theta in enumerate(np.deg2rad(angles_key)):
+        bins, weights = _angle_weights(theta, nx, nz)
+        rows[:, i] = bins + i * nx
+        values[:, i] = weights
+    keep = values > 0
+    transpose = scipy.sparse.csr_matrix(
+        (values[keep], rows[keep], np.concatenate([[0], np.cumsum(keep.sum(axis=(1, 2)))])),
+        shape=(n_vox, n_tilt * nx),
+    )
+    return transpose.T.tocsr(), transpose
+
+
 def _cached_system_matrix(angles_key: tuple[float, ...], nx: int, nz: int):
-    # One tilt at a time keeps the float64 temporaries at a few slice sizes.
-    blocks = [_angle_block(theta, nx, nz) for theta in np.deg2rad(angles_key)]
-    return scipy.sparse.vstack(blocks, format="csr", dtype=np.float32)
+    return _cached_matrices(angles_key, nx, nz)[0]
 
 
 def system_matrix(angles_deg, nx: int, nz: int | None = None) -> scipy.sparse.csr_matrix:
@@ -133,11 +150,11 @@ def _to_torch_csr(matrix: scipy.sparse.csr_matrix, device: torch.device) -> torc
 
 @functools.lru_cache(maxsize=4)
 def _cached_operators(angles_key: tuple[float, ...], nx: int, nz: int, device: str):
-    matrix = _cached_system_matrix(angles_key, nx, nz)
+    matrix, transpose = _cached_matrices(angles_key, nx, nz)
     device_ = torch.device(device)
     return (
         _to_torch_csr(matrix, device_),
-        _to_torch_csr(matrix.T.tocsr(), device_),
+        _to_torch_csr(transpose, device_),
         torch.from_numpy(np.asarray(matrix.sum(axis=1), np.float32).ravel()).to(device_),
         torch.from_numpy(np.asarray(matrix.sum(axis=0), np.float32).ravel()).to(device_),
     )
