@@ -70,12 +70,13 @@ from edxtomo.deep.training import (
     seeded_module,
     train,
 )
-from edxtomo.deep.unet import DenoiserNet
+from edxtomo.deep.unet import DenoiserNet, apply_tiled
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import TiltSeries
 from edxtomo.options import DenoiseOptions, parse_options
 from edxtomo.options.deep import budget_name, fill_budget
 from edxtomo.tomo.device import resolve_device
+from edxtomo.tomo.slabs import device_budget
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +340,7 @@ class _Data:
         consistency = residual - (subsample(full, index[0]) - subsample(full, index[1]))
         return torch.mean(residual**2) + gamma * torch.mean(consistency**2)
 
-    def _blindspot_predict(self, model, values, haadf):
+    def _blindspot_predict(self, model, values, haadf, budget):
         """J-invariant prediction: every pixel predicted with its own block hidden, as in
         training (centres on a grid of step ``2 (2r+1)``, one pass per grid offset)."""
         n = self.n_targets
@@ -357,7 +358,7 @@ class _Data:
                 hidden = torch.nn.functional.max_pool2d(centres[None, None], side, 1,
                                                         self.radius) > 0
                 masked = torch.where(hidden, mean, targets)
-                out = model(self._inputs(masked, values[:, n:], haadf))
+                out = apply_tiled(model, self._inputs(masked, values[:, n:], haadf), budget)
                 result = result + centres * out
         return result
 
@@ -390,15 +391,19 @@ class _Data:
         """
         n = self.n_targets
         scale = self.scale[:n].view(1, -1, 1, 1)
+        # the network runs in tiles that fit the device; the batches (and so the random
+        # splits) stay those of batch_size, whatever the memory
+        budget = device_budget(self.values.device, 0, None)
         out = []
         for start in range(0, self.values.shape[0], max(opts.batch_size, 1)):
             values = self.values[start:start + opts.batch_size]
             haadf = None if self.haadf is None else self.haadf[start:start + opts.batch_size]
             if self.scheme == "blindspot":
-                out.append(self._blindspot_predict(model, values, haadf) * scale)
+                out.append(self._blindspot_predict(model, values, haadf, budget) * scale)
                 continue
             if self.scheme in FLOAT_SCHEMES:
-                out.append(model(self._inputs(values[:, :n], values[:, n:], haadf)) * scale)
+                inputs = self._inputs(values[:, :n], values[:, n:], haadf)
+                out.append(apply_tiled(model, inputs, budget) * scale)
                 continue
             total = 0.0
             count = 0
@@ -406,10 +411,8 @@ class _Data:
                 a, fa, b, fb = self._split(values[:, :n], g)
                 halves = [(a, fa), (b, fb)] if fa == fb else [(a, fa)]
                 for half, fraction in halves:
-                    total = total + model(self._inputs(half / (fraction * scale),
-                                                       values[:, n:], haadf))
+                    inputs = self._inputs(half / (fraction * scale), values[:, n:], haadf)
+                    total = total + apply_tiled(model, inputs, budget)
                     count += 1
             out.append(total / count * scale)
         return torch.cat(out).cpu().numpy().astype(np.float32)
-
-

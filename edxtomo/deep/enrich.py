@@ -27,12 +27,13 @@ from edxtomo.deep.training import (
     seeded_module,
     train,
 )
-from edxtomo.deep.unet import UNet
+from edxtomo.deep.unet import UNet, apply_tiled
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.options import EnrichOptions, parse_options
 from edxtomo.options.deep import budget_name, fill_budget
 from edxtomo.tomo.device import resolve_device
 from edxtomo.tomo.projector import Projector
+from edxtomo.tomo.slabs import device_budget
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def enrich_views(
     options: EnrichOptions | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    memory_gib: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """Train the enrichment net on the measured views and apply it at dense angles.
 
@@ -80,6 +82,9 @@ def enrich_views(
     checkpoint_dir : path-like, optional
         Where ``enrich.pt`` is kept; an interrupted run resumes from it.
     progress : bool
+    memory_gib : float, optional
+        Device memory (GiB) to plan the reprojections and the network's tiles for; None:
+        what is free. The volume stays in host memory and is projected in y slabs.
 
     Returns
     -------
@@ -92,16 +97,16 @@ def enrich_views(
     dev = resolve_device(device)
     opts = fill_budget(parse_options(EnrichOptions, options, "reconstruct.deep.enrich"),
                        "enrich", budget_name("auto", dev.type))
-    volumes_t = torch.as_tensor(np.asarray(volumes, np.float32), device=dev)
+    volumes = np.asarray(volumes, np.float32)
     measured_t = torch.as_tensor(np.asarray(measured, np.float32), device=dev)
-    c, nz, ny, nx = volumes_t.shape
+    c, nz, ny, nx = volumes.shape
     if measured_t.shape != (c, len(angles_deg), ny, nx):
         raise EdxtomoInputError(
             f"measured views {tuple(measured_t.shape)} do not match {c} channels, "
             f"{len(angles_deg)} angles and {ny} x {nx} px of the volume"
         )
-    with torch.no_grad():
-        reprojected = Projector(angles_deg, nx, nz=nz, device=dev).forward(volumes_t)
+    budget = device_budget(dev, 0, memory_gib)
+    reprojected = _project_slabs(volumes, angles_deg, dev, budget)
     scale = measured_t.abs().flatten(1).amax(dim=1).clamp_min(1e-12).view(1, c, 1, 1)
     # (n_tilt, c, ny, nx): views as the batch axis, elements as channels
     inputs = reprojected.permute(1, 0, 2, 3) / scale
@@ -122,16 +127,31 @@ def enrich_views(
                    checkpoint_every=opts.checkpoint_every, progress=progress)
 
     dense = dense_angles(angles_deg, opts.step_deg)
-    enriched = torch.empty((c, len(dense), ny, nx), device=dev)
-    projector = Projector(dense, nx, nz=nz, device=dev)
+    views = _project_slabs(volumes, dense, dev, budget).permute(1, 0, 2, 3) / scale
+    # the views, the net's output and their sum stay on the device beside the tiles
+    net_budget = device_budget(dev, 0, memory_gib) - 3 * views.numel() * 4
     with torch.no_grad(), deterministic():
-        views = projector.forward(volumes_t).permute(1, 0, 2, 3) / scale
-        for start in range(0, len(dense), max(opts.batch_size, 1)):
-            x = views[start:start + opts.batch_size]
-            enriched[:, start:start + len(x)] = ((x + model(x)) * scale).permute(1, 0, 2, 3)
+        enriched = ((views + apply_tiled(model, views, net_budget)) * scale).permute(1, 0, 2, 3)
     log.info("view enrichment: %d measured views -> %d views at %.3g deg steps", len(angles_deg),
              len(dense), dense[1] - dense[0] if len(dense) > 1 else 0.0)
     return dense, enriched.cpu().numpy(), losses
+
+
+def _project_slabs(volumes: np.ndarray, angles_deg: np.ndarray, dev: torch.device,
+                   budget_bytes: int) -> torch.Tensor:
+    """Projections ``(c, n, ny, nx)`` on ``dev`` of host volumes ``(c, nz, ny, nx)``, moved
+    and projected a slab of y slices at a time (the volume, its column copy and the
+    projections of a slab within ``budget_bytes``)."""
+    c, nz, ny, nx = volumes.shape
+    projector = Projector(angles_deg, nx, nz=nz, device=dev)
+    out = torch.empty((c, len(angles_deg), ny, nx), device=dev)
+    per_slice = 4 * c * (2 * nz * nx + 2 * len(angles_deg) * nx)
+    slab = max(1, min(ny, budget_bytes // per_slice))
+    with torch.no_grad():
+        for y0 in range(0, ny, slab):
+            part = torch.from_numpy(np.ascontiguousarray(volumes[:, :, y0:y0 + slab]))
+            out[:, :, y0:y0 + slab] = projector.forward(part.to(dev))
+    return out
 
 
 def _random_views(inputs: torch.Tensor, targets: torch.Tensor, g: torch.Generator,

@@ -55,6 +55,14 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(widths[0], out_channels, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        # An output pixel reads inputs up to 7 * 2**depth - 5 px away: 2 convolutions per
+        # level down (2 * (2**(depth+1) - 1)) and up (2 * (2**depth - 1)), plus the pooling
+        # grid (2**depth - 1); measured from the gradient's support for depths 1-3.
+        self.margin_px = 7 * 2**depth - 5
+        # Activations held at once per pixel (no gradients): at full resolution the skip,
+        # the upsampled map, their concatenation and two outputs, about 8 x width channels;
+        # the coarser levels add a third; 4 bytes each, and the input.
+        self.bytes_per_px = 4 * (11 * width + in_channels + out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ny, nx = x.shape[-2:]
@@ -123,3 +131,59 @@ class DenoiserNet(nn.Module):
         # (where expm1 would overflow for very sparse maps scaled to unit mean)
         inverse = torch.where(start > 20, start, torch.log(torch.expm1(start.clamp_max(20))))
         return functional.softplus(self.unet(x) + inverse)
+
+    @property
+    def margin_px(self) -> int:
+        """Reach of an output pixel into the input: the U-Net's or the smoothing's."""
+        return max(self.unet.margin_px, self.taps.numel() // 2)
+
+    @property
+    def bytes_per_px(self) -> int:
+        """Activation bytes per pixel at inference (the U-Net's, plus the smoothing)."""
+        return self.unet.bytes_per_px + 4 * 4 * self.n_elements
+
+    @property
+    def depth(self) -> int:
+        return self.unet.depth
+
+
+def apply_tiled(net: UNet | DenoiserNet, x: torch.Tensor, budget_bytes: int) -> torch.Tensor:
+    """``net(x)`` in sub-batches and overlapping tiles whose activations fit ``budget_bytes``.
+
+    The result equals ``net(x)`` to float rounding: a tile's output is kept only where its
+    receptive field (``net.margin_px``) lies inside the tile, and tiles start on the pooling
+    grid (multiples of ``2**depth``), so every kept pixel sees exactly what it sees in the
+    whole image. Tiles at the image's edges end at the edge, as the whole image does.
+
+    Parameters
+    ----------
+    net : UNet or DenoiserNet
+    x : torch.Tensor, shape (batch, in_channels, ny, nx)
+    budget_bytes : int
+        Device memory for the activations of one call.
+
+    Returns
+    -------
+    torch.Tensor, shape (batch, out_channels, ny, nx)
+    """
+    batch, _, ny, nx = x.shape
+    grid = 2**net.depth
+    margin = -(-net.margin_px // grid) * grid
+    per_view = net.bytes_per_px * ny * nx
+    if per_view <= budget_bytes:
+        views = max(1, budget_bytes // per_view)
+        return torch.cat([net(x[i:i + views]) for i in range(0, batch, views)])
+    side = int((max(budget_bytes, 0) / net.bytes_per_px) ** 0.5) - 2 * margin
+    tile = max(grid, side // grid * grid)
+    out = None
+    for i in range(batch):
+        for y0 in range(0, ny, tile):
+            for x0 in range(0, nx, tile):
+                ya, xa = max(0, y0 - margin), max(0, x0 - margin)
+                part = net(x[i:i + 1, :, ya:min(ny, y0 + tile + margin),
+                             xa:min(nx, x0 + tile + margin)])
+                if out is None:
+                    out = part.new_empty((batch, part.shape[1], ny, nx))
+                out[i, :, y0:y0 + tile, x0:x0 + tile] = part[
+                    0, :, y0 - ya:y0 - ya + tile, x0 - xa:x0 - xa + tile]
+    return out
