@@ -46,6 +46,8 @@ class DeepResult:
         Training losses per network.
     seconds : dict of str to float
         Wall time of each step: ``"mbir"``, ``"enrich"``, ``"final"``.
+    peak_memory_bytes : dict of str to int
+        On CUDA, the most device memory allocated during each step (empty on the CPU).
     """
 
     volumes: dict[str, np.ndarray]
@@ -54,6 +56,7 @@ class DeepResult:
     dense_angles_deg: np.ndarray
     losses: dict[str, list[float]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    peak_memory_bytes: dict[str, int] = field(default_factory=dict)
 
 
 def reconstruct_deep(
@@ -109,7 +112,7 @@ def reconstruct_deep(
     clock.lap("mbir")
     dense, enriched, enrich_losses = enrich_views(
         volumes, stack, angles_deg, seed=seed, device=dev, options=options.enrich,
-        checkpoint_dir=checkpoint_dir, progress=progress)
+        checkpoint_dir=checkpoint_dir, progress=progress, memory_gib=mbir_opts.memory_gib)
     clock.lap("enrich")
     log.info("final %s reconstruction from %d enriched views", final_opts.method, len(dense))
     if final_opts.method == "tv":
@@ -118,7 +121,9 @@ def reconstruct_deep(
                              len(dense) / len(angles_deg))
         dense_opts = MbirOptions(data=mbir_opts.data,
                                  weight=dict(zip(elements, scaled.tolist(), strict=True)),
-                                 outer=final_opts.iterations, inner=1)
+                                 outer=final_opts.iterations, inner=1,
+                                 slab_slices=mbir_opts.slab_slices,
+                                 memory_gib=mbir_opts.memory_gib)
         final_volumes = _model_based(enriched, dense, dense_opts, elements, nz, dev,
                                      progress)
     elif final_opts.method == "sirt":
@@ -136,19 +141,25 @@ def reconstruct_deep(
         dense_angles_deg=dense,
         losses={"enrich": enrich_losses},
         seconds=clock.seconds,
+        peak_memory_bytes=clock.peak_bytes,
     )
 
 
 class _Clock:
-    """Wall time per step; waits for the GPU so that a lap holds its own work."""
+    """Wall time and, on CUDA, peak device memory per step; waits for the GPU so that a lap
+    holds its own work."""
 
     def __init__(self, device: torch.device) -> None:
-        self.device, self.seconds = device, {}
+        self.device, self.seconds, self.peak_bytes = device, {}, {}
         self.start = time.perf_counter()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
 
     def lap(self, name: str) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+            self.peak_bytes[name] = torch.cuda.max_memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
         now = time.perf_counter()
         self.seconds[name] = now - self.start
         self.start = now
@@ -161,9 +172,11 @@ def _model_based(stack: np.ndarray, angles_deg: np.ndarray, opts: MbirOptions,
     weights = channel_weights(opts.weight, elements, MBIR_WEIGHT)
     if opts.data == "kl":
         return tv_kl(np.maximum(stack, 0), angles_deg, weight=weights,
-                     iterations=opts.outer * opts.inner, nz=nz, device=dev, progress=progress)
+                     iterations=opts.outer * opts.inner, nz=nz, device=dev, progress=progress,
+                     slab_slices=opts.slab_slices, memory_gib=opts.memory_gib)
     return mbir_l2(stack, angles_deg, reg=opts.reg, weight=weights, outer=opts.outer,
-                   inner=opts.inner, solver=opts.solver, nz=nz, device=dev, progress=progress)
+                   inner=opts.inner, solver=opts.solver, nz=nz, device=dev, progress=progress,
+                   slab_slices=opts.slab_slices, memory_gib=opts.memory_gib)
 
 
 def _cached_mbir(stack, angles_deg, opts: MbirOptions, elements, nz, dev, checkpoint_dir,

@@ -121,6 +121,12 @@ class MbirOptions(Options):
     (full 20, fast 10)"""
     solver: Literal["pdhg", "split_bregman"] = "pdhg"
     """solver; `split_bregman` with `data: l2` only"""
+    slab_slices: int | None = Field(None, ge=1)
+    """y slices per slab of the PDHG solvers of steps b and d (advanced exactly, with a halo);
+    `null`: whole channels when they fit in memory, else the largest slabs that do"""
+    memory_gib: float | None = Field(None, gt=0)
+    """device memory (GiB) that steps b-d plan their slabs, projections and network tiles for;
+    `null`: 80% of what is free"""
 
     @model_validator(mode="after")
     def _kl_needs_tv_pdhg(self) -> MbirOptions:
