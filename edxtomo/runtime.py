@@ -20,6 +20,12 @@ ERROR_MARKER = "edxtomo error: "
 THIRD_PARTY_NOISE = ("please report this error",)
 """Phrases of third-party log records that only add noise once the project names the cause."""
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
+JOB_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
+"""Environment of every job (:func:`set_job_environment`): idle OpenMP threads (torch's)
+sleep instead of spinning, so that a job's waiting threads do not take the cores of the jobs
+beside it. Measured on 2 cores at load 9 to 11: a 2-thread convolution training step took
+1.07 to 1.22 s with spinning threads, 0.37 to 0.44 s with PASSIVE, 0.42 to 0.44 s on 1
+thread (``bench/README.md``, Workflow)."""
 
 
 def nvidia_gpu_present() -> bool:
@@ -29,20 +35,43 @@ def nvidia_gpu_present() -> bool:
     return NVIDIA_GPUS.is_dir() and any(NVIDIA_GPUS.iterdir())
 
 
+def set_job_environment() -> None:
+    """Give the jobs the workflow starts the :data:`JOB_ENVIRONMENT` (where not set).
+
+    Called by the Snakefile; the jobs inherit it. It must be in place before a job loads
+    OpenMP, which reads it once.
+    """
+    for name, value in JOB_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
 @contextlib.contextmanager
 def thread_limits(threads: int) -> Iterator[None]:
-    """Hold every thread pool of the job to ``threads``: BLAS/OpenMP, and torch and numba
-    when the job has imported them (so parallel jobs do not oversubscribe the cores)."""
+    """Hold every thread pool of the job to ``threads``: BLAS/OpenMP, torch and numba (so
+    parallel jobs do not oversubscribe the cores).
+
+    Torch and numba are limited now when imported, else through ``OMP_NUM_THREADS`` (set by
+    Snakemake) and ``NUMBA_NUM_THREADS`` (set here), which they read when imported.
+    """
     from threadpoolctl import threadpool_limits
 
     threads = max(1, int(threads))
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
+    saved = os.environ.get("NUMBA_NUM_THREADS")
     if "numba" in sys.modules:
         numba = sys.modules["numba"]
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    with threadpool_limits(limits=threads):
-        yield
+    else:
+        os.environ["NUMBA_NUM_THREADS"] = str(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("NUMBA_NUM_THREADS", None)
+        else:
+            os.environ["NUMBA_NUM_THREADS"] = saved
 
 
 @contextlib.contextmanager

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 
 from edxtomo.errors import EdxtomoInputError
-from edxtomo.runtime import ERROR_MARKER, failed_job_lines, rule_context, thread_limits
+from edxtomo.runtime import (
+    ERROR_MARKER,
+    failed_job_lines,
+    rule_context,
+    set_job_environment,
+    thread_limits,
+)
 
 
 def test_a_failed_job_says_one_line_and_keeps_the_traceback_in_its_log(tmp_path):
@@ -53,3 +62,29 @@ def test_thread_limits_hold_blas_to_the_job_threads():
 
     with thread_limits(1):
         assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+
+
+def test_thread_limits_hold_numba_imported_inside_the_job():
+    # numba reads NUMBA_NUM_THREADS once, when imported: a job that imports it (through
+    # rosettasciio) after entering its limits must still get the job's threads.
+    script = (
+        "import os\n"
+        "from edxtomo.runtime import thread_limits\n"
+        "with thread_limits(1):\n"
+        "    import numba\n"
+        "    print(numba.config.NUMBA_NUM_THREADS, numba.get_num_threads())\n"
+        "print(os.environ.get('NUMBA_NUM_THREADS', 'unset'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["1", "1", "unset"]
+
+
+def test_set_job_environment_keeps_a_users_setting(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    set_job_environment()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    set_job_environment()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
