@@ -1,6 +1,7 @@
 rule reconstruct:
     input:
-        "results/{sample}/aligned",
+        aligned="results/{sample}/aligned",
+        extracted="results/{sample}/extracted",
     output:
         directory("results/{sample}/recon/{method}"),
     log:
@@ -15,6 +16,7 @@ rule reconstruct:
     params:
         options=method_options,
         device=CONFIG.device,
+        seed=CONFIG.seed,
     script:
         "../scripts/reconstruct.py"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,13 @@ from edxtomo.tomo.device import resolve_device
 from edxtomo.tomo.fbp import fbp
 from edxtomo.tomo.sirt import sirt
 from edxtomo.tomo.tv import mbir_l2, tv_kl
+from edxtomo.tomo.weights import (
+    AUTO,
+    DENOISED_GRID,
+    WeightCurves,
+    chosen_weights,
+    weights_by_left_out_tilts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,8 @@ class DeepResult:
         Wall time of each step: ``"mbir"``, ``"enrich"``, ``"final"``.
     peak_memory_bytes : dict of str to int
         On CUDA, the most device memory allocated during each step (empty on the CPU).
+    weight_curves : list of WeightCurves
+        Step b's weights chosen from left-out tilts (``mbir.weight: auto``); else empty.
     """
 
     volumes: dict[str, np.ndarray]
@@ -57,6 +66,7 @@ class DeepResult:
     losses: dict[str, list[float]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     peak_memory_bytes: dict[str, int] = field(default_factory=dict)
+    weight_curves: list[WeightCurves] = field(default_factory=list)
 
 
 def reconstruct_deep(
@@ -107,8 +117,9 @@ def reconstruct_deep(
     angles_deg = np.asarray(angles_deg, dtype=float)
 
     clock = _Clock(dev)
-    volumes = _cached_mbir(stack, angles_deg, mbir_opts, elements, nz, dev, checkpoint_dir,
-                           progress)
+    volumes, curves = _cached_mbir(stack, angles_deg, mbir_opts, elements, nz, dev,
+                                   checkpoint_dir, progress)
+    mbir_opts = mbir_opts.model_copy(update={"weight": _weights_of(curves, mbir_opts, elements)})
     clock.lap("mbir")
     dense, enriched, enrich_losses = enrich_views(
         volumes, stack, angles_deg, seed=seed, device=dev, options=options.enrich,
@@ -142,6 +153,7 @@ def reconstruct_deep(
         losses={"enrich": enrich_losses},
         seconds=clock.seconds,
         peak_memory_bytes=clock.peak_bytes,
+        weight_curves=curves,
     )
 
 
@@ -165,11 +177,28 @@ class _Clock:
         self.start = now
 
 
+def _weights_of(curves: list[WeightCurves], opts: MbirOptions, elements: list[str]
+                ) -> dict[str, float]:
+    """Step b's weight by element: the chosen ones for ``auto``, else the configured ones."""
+    if opts.weight == AUTO:
+        weights = chosen_weights(curves, elements)
+    else:
+        weights = channel_weights(opts.weight, elements, MBIR_WEIGHT)
+    return dict(zip(elements, np.asarray(weights, float).tolist(), strict=True))
+
+
 def _model_based(stack: np.ndarray, angles_deg: np.ndarray, opts: MbirOptions,
                  elements: list[str], nz: int | None, dev: torch.device,
                  progress: bool) -> np.ndarray:
     """TV-KL or least-squares model-based reconstruction of ``(c, n, ny, nx)`` views."""
     weights = channel_weights(opts.weight, elements, MBIR_WEIGHT)
+    return _solve_mbir(stack, angles_deg, opts, weights, nz, dev, progress)
+
+
+def _solve_mbir(stack: np.ndarray, angles_deg: np.ndarray, opts: MbirOptions,
+                weights: Sequence[float], nz: int | None, dev: torch.device,
+                progress: bool) -> np.ndarray:
+    """Step b's objective with one weight per channel of ``stack``."""
     if opts.data == "kl":
         return tv_kl(np.maximum(stack, 0), angles_deg, weight=weights,
                      iterations=opts.outer * opts.inner, nz=nz, device=dev, progress=progress,
@@ -179,19 +208,42 @@ def _model_based(stack: np.ndarray, angles_deg: np.ndarray, opts: MbirOptions,
                    slab_slices=opts.slab_slices, memory_gib=opts.memory_gib)
 
 
+def _step_b_weights(stack: np.ndarray, angles_deg: np.ndarray, opts: MbirOptions,
+                    elements: list[str], nz: int | None, dev: torch.device
+                    ) -> list[WeightCurves]:
+    """``mbir.weight: auto``: step b's weights from left-out tilts of the denoised views
+    (:func:`edxtomo.tomo.weights.weights_by_left_out_tilts`); the denoised maps are not
+    Poisson counts, so count halves do not apply."""
+    def solve(views: np.ndarray, angles: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        return _solve_mbir(views, angles, opts, weights, nz, dev, False)
+
+    return [weights_by_left_out_tilts(stack, angles_deg, elements, solve,
+                                      grid=DENOISED_GRID, device=dev)]
+
+
 def _cached_mbir(stack, angles_deg, opts: MbirOptions, elements, nz, dev, checkpoint_dir,
-                 progress) -> np.ndarray:
-    """Step b, reusing a finished result kept in ``checkpoint_dir`` for the same input."""
+                 progress) -> tuple[np.ndarray, list[WeightCurves]]:
+    """Step b (and its weight search for ``auto``), reusing a finished result kept in
+    ``checkpoint_dir`` for the same input."""
     key = fingerprint(stack, angles_deg, nz=nz, options=opts.model_dump(),
                       elements=elements)
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / "mbir.npz"
     if path is not None and path.exists():
-        with np.load(path) as cached:
-            if str(cached["key"]) == key:
+        with np.load(path, allow_pickle=False) as cached:
+            if str(cached["key"]) == key and "scores" in cached:
                 log.info("model-based volumes taken from %s", path)
-                return cached["volumes"]
-    volumes = _model_based(stack, angles_deg, opts, elements, nz, dev, progress)
+                curves = [WeightCurves(elements, cached["grid"], cached["scores"],
+                                       cached["chosen"], str(cached["method"]))
+                          ] if cached["grid"].size else []
+                return cached["volumes"], curves
+    curves = (_step_b_weights(stack, angles_deg, opts, elements, nz, dev)
+              if opts.weight == AUTO else [])
+    weights = list(_weights_of(curves, opts, elements).values())
+    volumes = _solve_mbir(stack, angles_deg, opts, weights, nz, dev, progress)
     if path is not None:
+        curve = curves[0] if curves else WeightCurves(elements, np.zeros(0), np.zeros((0, 0)),
+                                                      np.zeros(0), "")
         with atomic_path(path) as tmp, open(tmp, "wb") as stream:
-            np.savez(stream, key=key, volumes=volumes)
-    return volumes
+            np.savez(stream, key=key, volumes=volumes, grid=curve.grid, scores=curve.scores,
+                     chosen=curve.chosen, method=curve.method)
+    return volumes, curves

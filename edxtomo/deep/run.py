@@ -27,6 +27,7 @@ from edxtomo.deep.selfcheck import run_selfcheck, write_selfcheck
 from edxtomo.io import HAADF, TiltSeries, atomic_path, write_stack, write_volume
 from edxtomo.options import DeepOptions, ReconstructOptions
 from edxtomo.tomo.device import resolve_device
+from edxtomo.tomo.weights import write_weights
 
 log = logging.getLogger(__name__)
 
@@ -105,18 +106,18 @@ def run_deep(
              options.budget, device, options.denoise.steps, options.mbir.outer,
              options.mbir.inner, options.enrich.steps, options.final.iterations)
 
-    def steps(raw: TiltSeries, registered: TiltSeries, checkpoints: Path | None
-              ) -> tuple[DenoiseResult, DeepResult]:
-        return _steps_a_to_d(raw, registered, transforms, options, nz=nz, seed=seed,
+    def steps(raw: TiltSeries, registered: TiltSeries, table: pd.DataFrame,
+              checkpoints: Path | None) -> tuple[DenoiseResult, DeepResult]:
+        return _steps_a_to_d(raw, registered, table, options, nz=nz, seed=seed,
                              device=device, checkpoint_dir=checkpoints, progress=progress)
 
-    denoised, result = steps(extracted, aligned, checkpoint_dir)
+    denoised, result = steps(extracted, aligned, transforms, checkpoint_dir)
     selfcheck = None
     if options.selfcheck:
         held_out_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / "selfcheck"
         selfcheck = run_selfcheck(
             extracted, transforms,
-            lambda raw, registered: steps(raw, registered, held_out_dir)[1].volumes,
+            lambda raw, registered, table: steps(raw, registered, table, held_out_dir)[1].volumes,
             tv_options or ReconstructOptions(nz=nz), seed=seed, device=device)
     return DeepRun(denoised, result, np.asarray(aligned.angles_deg), aligned.pixel_size_nm,
                    selfcheck)
@@ -145,7 +146,8 @@ def write_deep_run(run: DeepRun, directory: str | Path) -> None:
     ``{channel}.tif`` (+ ``.hspy``): the final volumes; ``mbir/``: step b's volumes;
     ``enriched/{channel}.hspy``: the dense views; ``denoised/{element}.hspy``: step a in
     the raw frame; ``losses.tsv``: the training loss of every network per step;
-    ``selfcheck.tsv``: ``deep`` against ``tv`` on held-out counts, when it ran.
+    ``selfcheck.tsv``: ``deep`` against ``tv`` on held-out counts, when it ran;
+    ``weights.tsv``: step b's held-out curves and chosen weights (``mbir.weight: auto``).
     """
     out, pixel_nm, result = Path(directory), run.pixel_size_nm, run.result
     provenance = {"method": "deep", "scheme": run.denoised.scheme}
@@ -165,3 +167,5 @@ def write_deep_run(run: DeepRun, directory: str | Path) -> None:
     with atomic_path(out / "losses.tsv") as tmp:
         table.to_csv(tmp, sep="\t", index_label="step")
     write_selfcheck(run.selfcheck, out / "selfcheck.tsv")
+    if result.weight_curves:
+        write_weights(result.weight_curves, out / "weights.tsv")

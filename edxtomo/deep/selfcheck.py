@@ -26,9 +26,14 @@ is reported as a mean per pixel of that field, per element; ``margin_percent`` i
 Poisson noise, which no model removes, so margins are a few percent even between clearly
 different reconstructions.
 
-Float maps that are not counts (:func:`edxtomo.deep.is_counts` false) cannot be split:
-the check is skipped for the series with a logged reason and one ``skipped`` row per
-element (a left-out-tilts variant is left to do).
+Float maps that are not counts (:func:`edxtomo.deep.is_counts` false) cannot be split;
+they get the left-out-tilts variant (:func:`run_tilt_check`): a few tilts spread over the
+series (:func:`left_out_tilts`) are removed, deep (steps a-d) and tv reconstruct the rest,
+and each volume's reprojection at the left-out angles is compared with the measured,
+aligned maps there by the relative squared error after a least-squares scale,
+``min_a ||a P - V||^2 / ||V||^2`` (scale invariant: float maps have no count units). The
+table has the same columns; ``deep_deviance`` and ``tv_deviance`` then hold that error,
+``n_counts_heldout`` is 0 and ``method`` names the variant.
 
 Cost: the check reruns steps a-d and a TV-KL on half A, which about doubles a deep job's
 time; ``reconstruct.deep.selfcheck: false`` turns it off.
@@ -45,6 +50,7 @@ import pandas as pd
 
 from edxtomo.align import apply_to_series, apply_transforms
 from edxtomo.deep.schemes import is_counts
+from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import TiltSeries, atomic_path
 from edxtomo.options import ReconstructOptions
 from edxtomo.tomo import project
@@ -58,8 +64,10 @@ METHOD = "count split 1/2 (binomial), Poisson deviance on half B"
 SPLIT_STREAM = 0x5E1F
 """Mixed into the seed, so the held-out split is not the denoiser's first training split."""
 
-DeepSteps = Callable[[TiltSeries, TiltSeries], dict[str, np.ndarray]]
-"""Steps a-d on (raw series, aligned series), returning the volumes by channel."""
+TILT_METHOD = "left-out tilts ({}), relative squared error after a scale fit"
+DeepSteps = Callable[[TiltSeries, TiltSeries, pd.DataFrame], dict[str, np.ndarray]]
+"""Steps a-d on (raw series, aligned series, their transforms), returning the volumes by
+channel."""
 
 
 def split_halves(series: TiltSeries, seed: int) -> tuple[TiltSeries, dict[str, np.ndarray]]:
@@ -100,13 +108,81 @@ def score(volumes: dict[str, np.ndarray], held_out: dict[str, np.ndarray],
 
 
 def comparison_table(deep: dict[str, float], tv: dict[str, float],
-                     held_out: dict[str, np.ndarray]) -> pd.DataFrame:
-    """The ``selfcheck.tsv`` rows: one per element."""
+                     held_out: dict[str, np.ndarray], method: str = METHOD) -> pd.DataFrame:
+    """The ``selfcheck.tsv`` rows: one per element (``held_out``: counts, or float maps
+    that count as 0)."""
     rows = [{"element": e, "deep_deviance": deep[e], "tv_deviance": tv[e],
              "deep_wins": bool(deep[e] < tv[e]),
              "margin_percent": 100 * (tv[e] - deep[e]) / tv[e] if tv[e] else np.nan,
-             "n_counts_heldout": int(held_out[e].sum()), "method": METHOD} for e in deep]
+             "n_counts_heldout": int(held_out[e].sum()) if method == METHOD else 0,
+             "method": method} for e in deep]
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def left_out_tilts(n_tilt: int) -> np.ndarray:
+    """Which tilts the float-map check leaves out: ``max(2, n_tilt // 4)`` tilts spread
+    evenly between the first and the last (which stay: no extrapolation in angle).
+
+    Returns
+    -------
+    ndarray of bool, shape (n_tilt,)
+    """
+    if n_tilt < 5:
+        raise EdxtomoInputError(f"the left-out-tilts self-check needs at least 5 tilts, got "
+                                f"{n_tilt}")
+    out = np.zeros(n_tilt, bool)
+    out[np.round(np.linspace(1, n_tilt - 2, max(2, n_tilt // 4))).astype(int)] = True
+    return out
+
+
+def scaled_error(measured: np.ndarray, predicted: np.ndarray, mask: np.ndarray) -> float:
+    """``min_a ||a P - V||^2 / ||V||^2`` over ``mask``: 0 for a perfect prediction up to
+    scale, 1 for one that explains nothing."""
+    v = measured[mask].astype(np.float64)
+    p = predicted[mask].astype(np.float64)
+    a = float(p @ v) / max(float(p @ p), 1e-300)
+    return float(np.sum((a * p - v) ** 2) / max(float(v @ v), 1e-300))
+
+
+def _tilt_subset(series: TiltSeries, keep: np.ndarray) -> TiltSeries:
+    """The series at the tilts ``keep`` (channels, frames, background)."""
+    return TiltSeries({n: d[keep] for n, d in series.channels.items()},
+                      series.angles_deg[keep], series.pixel_size_nm, dict(series.provenance),
+                      {n: b[keep] for n, b in series.background.items()})
+
+
+def run_tilt_check(extracted: TiltSeries, transforms: pd.DataFrame, deep_steps: DeepSteps,
+                   tv_options: ReconstructOptions, *, device="cpu") -> pd.DataFrame:
+    """Compare ``deep`` with ``tv`` on left-out tilts of float maps (module docstring).
+
+    Parameters are those of :func:`run_selfcheck`; returns the same table.
+    """
+    out = left_out_tilts(len(extracted.angles_deg))
+    keep = ~out
+    aligned = apply_to_series(extracted, transforms)
+    table_keep = transforms[keep].reset_index(drop=True)
+    raw_keep, aligned_keep = _tilt_subset(extracted, keep), _tilt_subset(aligned, keep)
+    angles_out = aligned.angles_deg[out]
+    field = np.ones(extracted.summed(extracted.elements[0]).shape, np.float32)
+    mask = apply_transforms(field, transforms)[out] > 0.999
+    log.info("self-check (float maps): deep and tv without the tilts at %s deg, scored there",
+             np.round(angles_out, 1).tolist())
+    held_out = {e: aligned.net_counts(e)[out] for e in extracted.elements}
+
+    def errors(volumes: dict[str, np.ndarray]) -> dict[str, float]:
+        return {e: scaled_error(held_out[e], np.asarray(project(
+            np.asarray(volumes[e], np.float32), angles_out, device=device)), mask)
+            for e in held_out}
+
+    deep = errors(deep_steps(raw_keep, aligned_keep, table_keep))
+    elements = TiltSeries({e: aligned_keep.channels[e] for e in aligned_keep.elements},
+                          aligned_keep.angles_deg, aligned_keep.pixel_size_nm, {},
+                          aligned_keep.background)
+    tv = errors(reconstruct_series(elements, "tv", tv_options, device=_kind(device)))
+    method = TILT_METHOD.format(", ".join(f"{a:g}" for a in np.round(angles_out, 1)))
+    table = comparison_table(deep, tv, held_out, method)
+    warn_losses(table)
+    return table
 
 
 def skipped_table(elements: list[str], reason: str) -> pd.DataFrame:
@@ -158,7 +234,8 @@ def run_selfcheck(
     transforms : DataFrame
         The alignment transforms.
     deep_steps : callable
-        Steps a-d with the run's options: ``(raw half A, aligned half A) -> volumes``.
+        Steps a-d with the run's options: ``(raw half A, aligned half A, transforms) ->
+        volumes``.
     tv_options : ReconstructOptions
         ``nz`` and ``tv`` of the TV-KL reconstruction.
     seed : int
@@ -172,9 +249,9 @@ def run_selfcheck(
     """
     floats = [e for e in extracted.elements if not is_counts(extracted, e)]
     if floats:
-        reason = f"float maps, not counts ({', '.join(floats)}): cannot be split"
-        log.warning("self-check skipped: %s", reason)
-        return skipped_table(extracted.elements, reason)
+        log.info("self-check: float maps, not counts (%s): left-out tilts instead of a count "
+                 "split", ", ".join(floats))
+        return run_tilt_check(extracted, transforms, deep_steps, tv_options, device=device)
     half_a, half_b = split_halves(extracted, seed)
     aligned_a = apply_to_series(half_a, transforms)
     angles = aligned_a.angles_deg
@@ -182,8 +259,8 @@ def run_selfcheck(
     mask = apply_transforms(np.ones_like(next(iter(half_b.values())), np.float32), transforms,
                             angles_deg=angles) > 0.999
     log.info("self-check: deep and tv on half A of the counts, scored on half B")
-    deep = score(deep_steps(half_a, aligned_a), held_out, aligned_a.background, angles, mask,
-                 device)
+    deep = score(deep_steps(half_a, aligned_a, transforms), held_out, aligned_a.background,
+                 angles, mask, device)
     elements_a = TiltSeries({e: aligned_a.channels[e] for e in aligned_a.elements}, angles,
                             aligned_a.pixel_size_nm, {}, aligned_a.background)
     tv = score(reconstruct_series(elements_a, "tv", tv_options, device=_kind(device)), held_out,

@@ -11,10 +11,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edxtomo.options.base import ChannelWeight, Options, OptionsT
-from edxtomo.options.reconstruct import FbpFilter
+from edxtomo.options.reconstruct import AutoWeight, FbpFilter
 
 MBIR_WEIGHT = 0.03
-"""Default weight of step b (``data: kl``: dose independent)."""
+"""Step b weight of channels that a per-channel mapping leaves out without a `default`."""
 
 Budget = Literal["auto", "full", "fast"]
 
@@ -110,9 +110,9 @@ class MbirOptions(Options):
     as in Han et al.)"""
     reg: Literal["tv", "l1"] = "tv"
     """regulariser; `l1` with `data: l2` only"""
-    weight: ChannelWeight = MBIR_WEIGHT
-    """regularisation weight, one number or per element (`kl`: dose independent; `l2`: for unit-
-    peak data)"""
+    weight: AutoWeight = "auto"
+    """regularisation weight: `auto` (per element, chosen by left-out tilts of the denoised views),
+    one number, or per element (`kl`: dose independent; `l2`: for unit-peak data)"""
     outer: int | None = Field(None, ge=1)
     """outer iterations (PDHG runs outer x inner; split-Bregman: Bregman updates); `null`:
     from `budget` (full 20, fast 10)"""
@@ -163,7 +163,7 @@ class FinalOptions(Options):
     """SIRT or PDHG iterations; `null`: from `budget` (full 200, fast 60)"""
     weight: ChannelWeight | None = None
     """TV weight per measured view as in step b (scaled by the number of dense views); `null` takes
-    step b's"""
+    step b's, the one chosen from the data when step b's is `auto`"""
     filter: FbpFilter = "hann"
     """FBP filter window"""
 

@@ -14,7 +14,11 @@ Prefilter = Annotated[str, StringConstraints(pattern=PREFILTER_PATTERN)]
 Backend = Literal["torch", "astra", "tomopy"]
 
 TV_WEIGHT = 0.3
-"""Default TV-KL weight (dose independent: the Poisson data term scales with the dose)."""
+"""TV-KL weight of channels that a per-channel mapping leaves out without a `default`."""
+
+AutoWeight = ChannelWeight | Literal["auto"]
+"""A regularisation weight: `auto` (chosen from held-out data, :mod:`edxtomo.tomo.weights`),
+one number, or numbers by channel."""
 
 
 class SirtOptions(Options):
@@ -41,5 +45,7 @@ class TvOptions(Options):
 
     iterations: int = Field(300, ge=1)
     """PDHG iterations of the TV-KL reconstruction"""
-    weight: ChannelWeight = TV_WEIGHT
-    """TV weight, one number or per element (`{Se: 0.3, S: 0.5, default: 0.3}`); dose independent"""
+    weight: AutoWeight = "auto"
+    """TV weight: `auto` (per element, the weight whose reconstruction of one half of the counts
+    best predicts the other half; left-out tilts for float maps), one number, or per element
+    (`{Se: 1, S: 2, default: 1}`); dose independent"""

@@ -23,6 +23,7 @@ from edxtomo.options.reconstruct import TV_WEIGHT
 from edxtomo.tomo.fbp import fbp
 from edxtomo.tomo.sirt import sirt
 from edxtomo.tomo.tv import tv_kl
+from edxtomo.tomo.weights import AUTO, WeightCurves, chosen_weights, tv_kl_weights
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,9 @@ def reconstruct_series(
     options: ReconstructOptions,
     device: str = "auto",
     workers: int = 1,
+    *,
+    tv_weights: list[WeightCurves] | None = None,
+    seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Reconstruct every channel of an aligned tilt series with one classical method.
 
@@ -47,6 +51,11 @@ def reconstruct_series(
     device : {"auto", "cpu", "cuda"}
     workers : int
         Processes of the slice-by-slice ASTRA CPU backend.
+    tv_weights : list of WeightCurves, optional
+        ``tv`` with ``weight: auto``: the weights chosen already (:func:`tv_weight_curves`);
+        default: chosen here.
+    seed : int
+        Seeds the count split of ``weight: auto``.
 
     Returns
     -------
@@ -55,7 +64,9 @@ def reconstruct_series(
     """
     names = list(series.channels)
     if method == "tv":
-        volumes = _tv(series, names, options, device)
+        if options.tv.weight == AUTO and tv_weights is None:
+            tv_weights = tv_weight_curves(series, options, seed=seed, device=device)
+        volumes = _tv(series, names, options, device, tv_weights)
     else:
         projections = np.stack([series.net_counts(name) for name in names])
         common = {"backend": options.backend, "device": device, "nz": options.nz,
@@ -71,15 +82,59 @@ def reconstruct_series(
     return dict(zip(names, volumes, strict=True))
 
 
-def _tv(series: TiltSeries, names: list[str], options: ReconstructOptions,
-        device: str) -> np.ndarray:
+def tv_weight_curves(series: TiltSeries, options: ReconstructOptions, *, seed: int = 0,
+                     device: str = "auto", raw: TiltSeries | None = None,
+                     to_volume_frame=None) -> list[WeightCurves]:
+    """The TV-KL weights of every channel chosen from held-out data (``weight: auto``).
+
+    Parameters
+    ----------
+    series : TiltSeries
+        The aligned series that ``tv`` reconstructs.
+    options : ReconstructOptions
+        ``nz`` and ``tv.iterations``.
+    seed : int
+        Seeds the count split.
+    device : {"auto", "cpu", "cuda"}
+    raw : TiltSeries, optional
+        The series before alignment: its integer count channels are split into halves
+        (:func:`edxtomo.tomo.weights.tv_kl_weights`), aligned by ``to_volume_frame``.
+    to_volume_frame : callable, optional
+        ``(n_tilt, ny, nx) -> (n_tilt, ny, nx)``, the alignment.
+
+    Returns
+    -------
+    list of WeightCurves
+    """
+    names = list(series.channels)
+    counts, background = _tv_data(series, names)
+    # a channel the raw series lacks is NaN there: not counts, so scored on left-out tilts
+    raw_counts = None if raw is None else np.stack([
+        raw.summed(name) if name in raw.channels else np.full(counts.shape[1:], np.nan)
+        for name in names])
+    return tv_kl_weights(counts, series.angles_deg, names, background=background,
+                         iterations=options.tv.iterations, seed=seed, nz=options.nz,
+                         device=device, raw_counts=raw_counts, to_volume_frame=to_volume_frame)
+
+
+def _tv_data(series: TiltSeries, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Gross counts clipped at 0 and the background, each ``(c, n_tilt, ny, nx)``."""
     counts = np.stack([series.summed(name).astype(np.float32) for name in names])
     background = np.stack([
         series.background.get(name, np.zeros(counts.shape[1:], np.float32)) for name in names
     ]).astype(np.float32)
     # Interpolation in alignment can leave tiny negative ringing on float channels.
     np.clip(counts, 0, None, out=counts)
-    weights = channel_weights(options.tv.weight, names, TV_WEIGHT)
-    log.info("TV-KL weights %s", dict(zip(names, weights, strict=True)))
+    return counts, background
+
+
+def _tv(series: TiltSeries, names: list[str], options: ReconstructOptions, device: str,
+        tv_weights: list[WeightCurves] | None) -> np.ndarray:
+    counts, background = _tv_data(series, names)
+    if options.tv.weight == AUTO:
+        weights = chosen_weights(tv_weights, names)
+    else:
+        weights = channel_weights(options.tv.weight, names, TV_WEIGHT)
+    log.info("TV-KL weights %s", dict(zip(names, np.round(weights, 4).tolist(), strict=True)))
     return tv_kl(counts, series.angles_deg, weight=weights, iterations=options.tv.iterations,
                  background=background, nz=options.nz, device=device)

@@ -1,0 +1,368 @@
+"""Regularisation weights chosen from held-out data: no truth, no hand tuning.
+
+Two ways to hold data out, both scored over a log-spaced grid of candidate weights that run
+as channels of one batched solve (one PDHG run holds every element times every weight):
+
+* **count halves** (:func:`weights_by_count_split`), for photon counts. Binomial thinning
+  ``A ~ Binomial(y, 1/2)``, ``B = y - A`` gives two *independent* Poisson images of half the
+  dose with the same mean. Each weight reconstructs A, and the reprojection (plus half the
+  background) is scored by its Poisson deviance on B; the lowest deviance is the weight that
+  best predicts counts it never saw. The weight chosen at half the dose is then carried to
+  the full dose by :data:`DOSE_EXPONENT` (measured, see there).
+* **left-out tilts** (:func:`weights_by_left_out_tilts`), for maps that are not counts (float
+  exports, denoised maps). The tilts are dealt into interleaved folds; each fold is
+  reconstructed from the other tilts and its reprojection is compared with the measured
+  views at the left-out angles by a relative squared error, ``||P - V||^2 / ||V||^2``. Every
+  channel is divided by its mean first, and both solvers here are scale covariant, so maps
+  of any scale (counts times 0.37, or times 1000) get the same weight. The weight chosen with
+  ``n - n/folds`` views is carried to all ``n`` by :data:`TILT_EXPONENT` (measured).
+
+The minimum of each curve is refined by a parabola through the lowest grid point and its
+neighbours in ``log w``. A minimum at the edge of the grid is kept and logged as a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from edxtomo.errors import EdxtomoInputError
+from edxtomo.io import atomic_path
+from edxtomo.tomo.projector import project
+from edxtomo.tomo.tv import tv_kl
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+"""The option value that asks for a weight chosen here."""
+
+GRID = tuple(float(w) for w in np.geomspace(0.1, 30.0, 6))
+"""Candidate TV-KL weights for raw counts (or float maps of them): a factor 3.1 apart. On the
+demo specimen at 800 counts per element and tilt the truth-optimal weights lie in 1-4."""
+
+DENOISED_GRID = tuple(float(w) for w in np.geomspace(0.003, 1.0, 6))
+"""Candidate weights of deep's step b, on denoised views (far less noise than raw counts)."""
+
+DOSE_EXPONENT = 0.0
+"""``w(full dose) = w(half dose) * 2 ** -DOSE_EXPONENT``; measured in bench/README.md."""
+
+TILT_EXPONENT = 0.0
+"""``w(n views) = w(n_train views) * (n / n_train) ** TILT_EXPONENT``; measured."""
+
+SPLIT_STREAM = 0x3E1617
+"""Mixed into the seed, so the weight split is not the denoiser's nor the self-check's."""
+
+Solver = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""``(views (c, n, ny, nx), angles_deg (n,), weights (c,)) -> volumes (c, nz, ny, nx)``."""
+
+
+@dataclass(frozen=True)
+class WeightCurves:
+    """Held-out scores of every candidate weight, and the weight chosen, per channel.
+
+    Attributes
+    ----------
+    channels : list of str
+    grid : ndarray, shape (n_w,)
+        Candidate weights.
+    scores : ndarray, shape (c, n_w)
+        Held-out score of each weight (lower is better): mean Poisson deviance per pixel,
+        or the relative squared error of the left-out views.
+    chosen : ndarray, shape (c,)
+        The weight used, after the refinement and the dose or view correction.
+    method : str
+        What was held out, in words.
+    """
+
+    channels: list[str]
+    grid: np.ndarray
+    scores: np.ndarray
+    chosen: np.ndarray
+    method: str
+
+    def as_dict(self) -> dict[str, float]:
+        """The chosen weight by channel."""
+        return dict(zip(self.channels, self.chosen.tolist(), strict=True))
+
+    def table(self) -> pd.DataFrame:
+        """Long table: ``channel, weight, score, chosen_weight, method``."""
+        rows = [{"channel": name, "weight": w, "score": s, "chosen_weight": chosen,
+                 "method": self.method}
+                for name, row, chosen in zip(self.channels, self.scores, self.chosen,
+                                             strict=True)
+                for w, s in zip(self.grid, row, strict=True)]
+        return pd.DataFrame(rows, columns=["channel", "weight", "score", "chosen_weight",
+                                           "method"])
+
+
+def weights_by_count_split(
+    counts: np.ndarray,
+    angles_deg: np.ndarray,
+    channels: Sequence[str],
+    *,
+    background: np.ndarray | None = None,
+    iterations: int = 150,
+    seed: int = 0,
+    grid: Sequence[float] = GRID,
+    to_volume_frame: Callable[[np.ndarray], np.ndarray] | None = None,
+    nz: int | None = None,
+    device: str | torch.device = "auto",
+) -> WeightCurves:
+    """TV-KL weights per channel from count halves (see the module notes).
+
+    Parameters
+    ----------
+    counts : ndarray, shape (c, n_tilt, ny, nx)
+        Integer photon counts (gross, background included), in the frame the series was
+        measured in.
+    angles_deg : ndarray, shape (n_tilt,)
+    channels : sequence of str
+        Names of the ``c`` channels.
+    background : ndarray, shape (c, n_tilt, ny, nx), optional
+        Expected background counts under the line, in the volume frame.
+    iterations : int
+        PDHG iterations of each candidate (as the reconstruction that uses the weight).
+    seed : int
+        Seeds the binomial split.
+    grid : sequence of float
+        Candidate weights.
+    to_volume_frame : callable, optional
+        Maps a ``(n_tilt, ny, nx)`` stack to the frame of the volume (the alignment); the
+        split is drawn before it, on the integer counts. Default: the identity.
+    nz : int, optional
+    device : str or torch.device
+
+    Returns
+    -------
+    WeightCurves
+    """
+    counts = np.asarray(counts)
+    _check_stack(counts, channels, "counts")
+    if np.any(counts < 0) or np.any(counts != np.round(counts)):
+        raise EdxtomoInputError("count halves need non-negative integer counts; use "
+                                "weights_by_left_out_tilts for float maps")
+    align = to_volume_frame or (lambda stack: stack)
+    rng = np.random.default_rng([seed, SPLIT_STREAM])
+    half_a = rng.binomial(counts.astype(np.int64), 0.5)
+    half_b = counts - half_a
+    train = np.stack([align(a) for a in half_a]).astype(np.float32)
+    held_out = np.stack([align(b) for b in half_b]).astype(np.float32)
+    mask = align(np.ones(counts.shape[1:], np.float32)) > 0.999
+    bg = np.zeros_like(train) if background is None else np.asarray(background, np.float32) / 2
+    grid = np.asarray(grid, dtype=float)
+    c, n_w = len(channels), len(grid)
+    volumes = tv_kl(np.repeat(np.clip(train, 0, None), n_w, axis=0), angles_deg,
+                    weight=np.tile(grid, c), iterations=iterations,
+                    background=np.repeat(bg, n_w, axis=0), nz=nz, device=device,
+                    progress=False)
+    expected = np.asarray(project(volumes, angles_deg, device=device)) + np.repeat(bg, n_w, 0)
+    scores = np.array([_deviance(held_out[i // n_w], expected[i], mask)
+                       for i in range(c * n_w)]).reshape(c, n_w)
+    factor = 2.0 ** -DOSE_EXPONENT
+    return _choose(list(channels), grid, scores, factor,
+                   "count halves: TV-KL on binomial half A, Poisson deviance on half B")
+
+
+def weights_by_left_out_tilts(
+    views: np.ndarray,
+    angles_deg: np.ndarray,
+    channels: Sequence[str],
+    solve: Solver,
+    *,
+    folds: int = 4,
+    grid: Sequence[float] = GRID,
+    device: str | torch.device = "auto",
+) -> WeightCurves:
+    """Weights per channel from left-out tilts (see the module notes).
+
+    Parameters
+    ----------
+    views : ndarray, shape (c, n_tilt, ny, nx)
+        Maps in the volume frame (aligned), of any scale.
+    angles_deg : ndarray, shape (n_tilt,)
+    channels : sequence of str
+    solve : callable
+        The reconstruction whose weight is chosen, ``(views, angles_deg, weights) ->
+        volumes``; it must be scale covariant (``tv_kl``, ``mbir_l2``).
+    folds : int
+        Interleaved folds: fold ``k`` leaves out tilts ``k, k + folds, ...``.
+    grid : sequence of float
+    device : str or torch.device
+        For the reprojection.
+
+    Returns
+    -------
+    WeightCurves
+    """
+    views = np.asarray(views, dtype=np.float32)
+    _check_stack(views, channels, "views")
+    n_tilt = views.shape[1]
+    if not 2 <= folds <= n_tilt // 2:
+        raise EdxtomoInputError(f"left-out tilts need 2 <= folds <= n_tilt / 2, got {folds} "
+                                f"folds for {n_tilt} tilts")
+    scale = np.abs(views).mean(axis=(1, 2, 3), keepdims=True)
+    scale[scale == 0] = 1.0
+    views = views / scale
+    grid = np.asarray(grid, dtype=float)
+    c, n_w = len(channels), len(grid)
+    error, norm = np.zeros((c, n_w)), np.zeros((c, 1))
+    for k in range(folds):
+        out = np.zeros(n_tilt, bool)
+        out[k::folds] = True
+        volumes = solve(np.repeat(views[:, ~out], n_w, axis=0), angles_deg[~out],
+                        np.tile(grid, c))
+        predicted = np.asarray(project(volumes, angles_deg[out], device=device))
+        measured = np.repeat(views[:, out], n_w, axis=0)
+        error += ((predicted - measured) ** 2).reshape(c, n_w, -1).sum(axis=2)
+        norm += (views[:, out] ** 2).reshape(c, -1).sum(axis=1, keepdims=True)
+    n_train = n_tilt - n_tilt / folds
+    factor = (n_tilt / n_train) ** TILT_EXPONENT
+    return _choose(list(channels), grid, error / np.maximum(norm, 1e-30), factor,
+                   f"left-out tilts: {folds} interleaved folds, relative squared error")
+
+
+def tv_kl_weights(
+    counts: np.ndarray,
+    angles_deg: np.ndarray,
+    channels: Sequence[str],
+    *,
+    background: np.ndarray | None = None,
+    iterations: int = 150,
+    seed: int = 0,
+    nz: int | None = None,
+    device: str | torch.device = "auto",
+    raw_counts: np.ndarray | None = None,
+    to_volume_frame: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> list[WeightCurves]:
+    """TV-KL weights per channel: count halves for counts, left-out tilts for float maps.
+
+    Parameters
+    ----------
+    counts : ndarray, shape (c, n_tilt, ny, nx)
+        The maps that the TV-KL reconstruction will use (aligned), gross counts or floats.
+    angles_deg : ndarray, shape (n_tilt,)
+    channels : sequence of str
+    background : ndarray, shape (c, n_tilt, ny, nx), optional
+        Expected background under the line, aligned.
+    iterations : int
+        PDHG iterations, as the reconstruction.
+    seed : int
+        Seeds the count split.
+    nz : int, optional
+    device : str or torch.device
+    raw_counts : ndarray, shape (c, n_tilt, ny, nx), optional
+        The same maps before alignment: channels holding integer counts there are split
+        there, and ``to_volume_frame`` aligns each half.
+    to_volume_frame : callable, optional
+        ``(n_tilt, ny, nx) -> (n_tilt, ny, nx)``: the alignment of ``raw_counts``.
+
+    Returns
+    -------
+    list of WeightCurves
+        One for the channels split into count halves, one for those scored on left-out
+        tilts (each only when it has channels); :func:`chosen_weights` merges them.
+    """
+    counts = np.asarray(counts, np.float32)
+    _check_stack(counts, channels, "counts")
+    bg = np.zeros_like(counts) if background is None else np.asarray(background, np.float32)
+    source = counts if raw_counts is None else np.asarray(raw_counts)
+    split = [i for i in range(len(channels)) if _holds_counts(source[i])]
+    rest = [i for i in range(len(channels)) if i not in split]
+    curves = []
+    if split:
+        curves.append(weights_by_count_split(
+            source[split], angles_deg, [channels[i] for i in split], background=bg[split],
+            iterations=iterations, seed=seed,
+            to_volume_frame=None if raw_counts is None else to_volume_frame, nz=nz,
+            device=device))
+    if rest:
+
+        def solve(views: np.ndarray, angles: np.ndarray, weights: np.ndarray) -> np.ndarray:
+            return tv_kl(np.clip(views, 0, None), angles, weight=weights,
+                         iterations=iterations, nz=nz, device=device, progress=False)
+
+        curves.append(weights_by_left_out_tilts(counts[rest] - bg[rest], angles_deg,
+                                                [channels[i] for i in rest], solve,
+                                                device=device))
+    return curves
+
+
+def chosen_weights(curves: Sequence[WeightCurves], channels: Sequence[str]) -> np.ndarray:
+    """The chosen weight of every channel, ``(c,)``, in the order of ``channels``."""
+    chosen = {name: w for curve in curves for name, w in curve.as_dict().items()}
+    return np.array([chosen[name] for name in channels])
+
+
+def write_weights(curves: Sequence[WeightCurves], path: str | Path) -> None:
+    """Write the curves and the chosen weights as one TSV (``weights.tsv``)."""
+    table = pd.concat([c.table() for c in curves], ignore_index=True)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+
+def refine_minimum(grid: np.ndarray, scores: np.ndarray) -> tuple[float, bool]:
+    """Minimum of a sampled curve: a parabola in ``log w`` through the lowest point and
+    its neighbours; and whether the lowest point is at the edge of the grid.
+
+    Parameters
+    ----------
+    grid : ndarray, shape (n_w,)
+        Increasing candidate weights, > 0.
+    scores : ndarray, shape (n_w,)
+
+    Returns
+    -------
+    weight : float
+    at_edge : bool
+    """
+    i = int(np.argmin(scores))
+    if i == 0 or i == len(grid) - 1:
+        return float(grid[i]), True
+    x = np.log(grid[i - 1:i + 2])
+    a, b, _ = np.polyfit(x, scores[i - 1:i + 2], 2)
+    vertex = -b / (2 * a) if a > 0 else x[1]
+    return float(np.exp(np.clip(vertex, x[0], x[2]))), False
+
+
+def _choose(channels: list[str], grid: np.ndarray, scores: np.ndarray, factor: float,
+            method: str) -> WeightCurves:
+    chosen = np.empty(len(channels))
+    for i, name in enumerate(channels):
+        weight, at_edge = refine_minimum(grid, scores[i])
+        chosen[i] = weight * factor
+        log.info("weight of %s: %.4g (%s; held-out score %s over weights %s)", name,
+                 chosen[i], method, np.array2string(scores[i], precision=5),
+                 np.array2string(grid, precision=3))
+        if at_edge:
+            log.warning("weight of %s: the held-out score is lowest at the edge of the grid "
+                        "(%.3g); the best weight may lie beyond it: set a number to override",
+                        name, weight)
+    return WeightCurves(channels, grid, scores, chosen, method)
+
+
+def _holds_counts(stack: np.ndarray) -> bool:
+    """Non-negative integers (of any dtype): counts that binomial thinning may split."""
+    stack = np.asarray(stack)
+    if np.issubdtype(stack.dtype, np.integer):
+        return bool(stack.min() >= 0) if stack.size else False
+    return bool(np.all(stack >= 0) and np.all(stack == np.round(stack)))
+
+
+def _deviance(counts: np.ndarray, expected: np.ndarray, mask: np.ndarray) -> float:
+    """Mean Poisson deviance per pixel of ``mask``: ``2 (y log(y / mu) - (y - mu))``."""
+    y = np.clip(counts[mask].astype(np.float64), 0, None)
+    mu = np.clip(expected[mask].astype(np.float64), 1e-9, None)
+    log_ratio = np.log(np.where(y > 0, y, 1.0) / mu)
+    return float(np.mean(2 * (np.where(y > 0, y * log_ratio, 0.0) - (y - mu))))
+
+
+def _check_stack(stack: np.ndarray, channels: Sequence[str], name: str) -> None:
+    if stack.ndim != 4 or stack.shape[0] != len(channels):
+        raise EdxtomoInputError(f"{name} must be (c, n_tilt, ny, nx) with c = {len(channels)} "
+                                f"channels {list(channels)}, got shape {stack.shape}")
