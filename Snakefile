@@ -17,6 +17,8 @@ results/{sample}/analysis/{method}/    labels.tif, particles.tsv, thickness.tsv,
                                        thickness_maps.npz (analyze)
 results/tables/                        particles.tsv, samples.tsv, comparisons.tsv (tables)
 results/figures/                       report figures (figure_*)
+results/plan/                          plan.tsv, fit.tsv, recommendation.txt, precision.png,
+                                       points/{scheme}/{counts}.tsv (`snakemake plan` only)
 logs/{rule}/...                        one log per job
 logs/reconstruct/{sample}_deep_checkpoints/
                                        deep training checkpoints, declared as a log so
@@ -49,6 +51,7 @@ include: "rules/align.smk"
 include: "rules/reconstruct.smk"
 include: "rules/analyze.smk"
 include: "rules/report.smk"
+include: "rules/plan.smk"
 
 
 onerror:

@@ -38,12 +38,11 @@ import torch
 import yaml
 
 from edxtomo.deep import denoise_projections, reconstruct_deep
-from edxtomo.io import TiltSeries
 from edxtomo.metrics import particle_region, psnr, ssim3d
 from edxtomo.options import DeepOptions
 from edxtomo.options.deep import MBIR_WEIGHT
-from edxtomo.simulate.phantoms import build_specimen, voxelize
-from edxtomo.tomo import project, sirt
+from edxtomo.simulate.counts import count_series, phantom_volumes
+from edxtomo.tomo import sirt
 from edxtomo.tomo.tv import mbir_l2, tv_kl
 
 log = logging.getLogger("bench.quality")
@@ -51,7 +50,6 @@ log = logging.getLogger("bench.quality")
 PRESET = Path(__file__).resolve().parents[1] / "resources" / "specimens" / "qd_demo.yaml"
 ELEMENTS = ["In", "P", "Zn", "Se", "S"]
 GROUPS = ("classical", "deep", "reference")
-Z = {"In": 49, "P": 15, "Zn": 30, "Se": 34, "S": 16}
 # The library defaults follow the device (budget auto); the tables are measured with
 # the full training on every device.
 FULL_BUDGET, _ = DeepOptions(budget="full").with_budget("cpu")
@@ -61,29 +59,16 @@ def make_specimen(size: int, seed: int, angles_deg: np.ndarray, counts: float,
                   background_fraction: float = 0.3):
     """Seeded specimen, its noisy tilt series and its noise-free net projections.
 
-    The background under each line carries ``background_fraction`` of the signal counts,
-    half flat (film, detector) and half following the projected mass (bremsstrahlung).
+    The background under each line carries ``background_fraction`` of the signal counts
+    (:func:`edxtomo.simulate.counts.count_series`).
     """
     spec = yaml.safe_load(PRESET.read_text())
     rng = np.random.default_rng(seed)
-    voxel = float(spec["voxel_size_nm"])
-    particles = build_specimen(spec["specimen"], (size,) * 3, voxel, 60.0, rng)
-    densities = voxelize(particles, (size,) * 3, voxel, int(spec.get("supersample", 3)))
-    truth = np.stack([densities[e] for e in ELEMENTS])
-    expected = project(truth, angles_deg, device="cpu")
-    expected *= counts / expected.sum(axis=(2, 3), keepdims=True).mean(axis=1, keepdims=True)
-    mass = expected.sum(axis=0)
-    mass_shape = mass / mass.sum(axis=(1, 2), keepdims=True)
-    flat = np.full_like(mass_shape, 1.0 / size**2)
-    background = background_fraction * counts * 0.5 * (flat + mass_shape)
-    channels, backgrounds = {}, {}
-    for element, mean in zip(ELEMENTS, expected, strict=True):
-        channels[element] = rng.poisson(mean + background).astype(np.int32)
-        backgrounds[element] = background.astype(np.float32)
-    haadf = project(sum(Z[e] ** 1.7 * densities[e] for e in ELEMENTS), angles_deg, device="cpu")
-    channels["HAADF"] = rng.poisson(2000 * haadf / haadf.max() + 20).astype(np.float32)
-    series = TiltSeries(channels, angles_deg, voxel, {}, backgrounds)
-    return series, truth, expected
+    _, densities = phantom_volumes(spec, (size,) * 3, 60.0, rng)
+    densities = {e: densities[e] for e in ELEMENTS}
+    series, expected = count_series(densities, angles_deg, float(spec["voxel_size_nm"]),
+                                    counts, rng, background_fraction)
+    return series, np.stack(list(densities.values())), expected
 
 
 def _scores(volumes: np.ndarray, truth: np.ndarray, region) -> dict[str, tuple[float, float]]:

@@ -372,3 +372,38 @@ def plot_selfcheck(table: pd.DataFrame, path: str | os.PathLike) -> None:
     ax.set_ylim(0, 1.15 * float(np.max(scored[["deep_deviance", "tv_deviance"]].to_numpy())))
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
     _save(fig, path)
+
+
+def plot_plan(table: pd.DataFrame, fit: pd.DataFrame, lines: list[str],
+              path: str | os.PathLike) -> None:
+    """Dose against precision (``results/plan/``): one panel per element, one colour per
+    tilt scheme. Dots: the measured 95% half-width ``1.96 sd`` of a particle's mean shell
+    thickness (:func:`edxtomo.plan.summarize_plan`); solid line: the fit ``1.96 c /
+    sqrt(counts)`` (:func:`edxtomo.plan.fit_dose`); crosses: the bias; dashed: the
+    target. The recommendation ``lines`` run beneath the panels."""
+    elements = list(dict.fromkeys(table["element"]))
+    fig, axes = plt.subplots(1, len(elements), figsize=(2.8 * len(elements), 3.2),
+                             squeeze=False, sharey=True)
+    target = float(fit["target_nm"].iloc[0])
+    counts = np.geomspace(table["counts_per_tilt"].min() / 1.5,
+                          table["counts_per_tilt"].max() * 1.5, 50)
+    for ax, element in zip(axes[0], elements, strict=True):
+        for k, (scheme, part) in enumerate(table[table["element"] == element].groupby(
+                "scheme", sort=False)):
+            color = f"C{k}"
+            part = part.sort_values("counts_per_tilt")
+            ax.plot(part["counts_per_tilt"], part["interval_width_nm"] / 2, "o", color=color,
+                    label=scheme)
+            ax.plot(part["counts_per_tilt"], part["bias_nm"].abs(), "x", color=color,
+                    label=f"|bias| {scheme}")
+            row = fit[(fit["element"] == element) & (fit["scheme"] == scheme)]
+            if len(row) and np.isfinite(row["counts_needed"].iloc[0]):
+                # 1.96 c / sqrt(counts) = target * sqrt(counts_needed / counts)
+                ax.plot(counts, target * np.sqrt(row["counts_needed"].iloc[0] / counts), "-",
+                        color=color, lw=1)
+        ax.axhline(target, color="gray", ls="--", lw=1, label="target")
+        ax.set(xscale="log", yscale="log", title=element, xlabel="counts per element per tilt")
+    axes[0, 0].set_ylabel("95% half-width of a particle's\nmean thickness (nm)")
+    axes[0, -1].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
+    fig.text(0.01, -0.02, "\n".join(lines), ha="left", va="top", fontsize=8, wrap=True)
+    _save(fig, path)

@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 from edxtomo.config import load_samples, raw_inputs
 from edxtomo.options import load_workflow_config
@@ -16,6 +17,8 @@ if workflow.is_main_process:
 RECON_METHODS = CONFIG.reconstruct.methods
 ANALYZE_METHODS = [m for m in CONFIG.analyze.methods if m in RECON_METHODS]
 ANALYSIS_KEYS = [(sample, method) for sample in SAMPLES for method in ANALYZE_METHODS]
+PLAN_SCHEMES = {scheme.label: scheme for scheme in CONFIG.plan.tilt_schemes}
+PLAN_SCHEME_PATTERN = "|".join(re.escape(label) for label in PLAN_SCHEMES)
 
 
 wildcard_constraints:
@@ -68,6 +71,20 @@ def torch_gpus(wildcards):
     return int(
         CONFIG.device == "cuda" or (CONFIG.device == "auto" and nvidia_gpu_present())
     )
+
+
+def plan_scheme(wildcards):
+    """A tilt scheme of the plan as plain data (a rule's params)."""
+    return PLAN_SCHEMES[wildcards.scheme].model_dump(mode="json")
+
+
+def plan_points():
+    """The table of every grid point of the plan: each tilt scheme at each dose."""
+    return [
+        f"results/plan/points/{scheme}/{counts}.tsv"
+        for scheme in PLAN_SCHEMES
+        for counts in CONFIG.plan.counts_per_tilt
+    ]
 
 
 def analysis_dirs(wildcards):

@@ -8,6 +8,7 @@ module                        options
 :mod:`.reconstruct`           :class:`SirtOptions`, :class:`FbpOptions`, :class:`TvOptions`
 :mod:`.deep`                  :class:`DeepOptions` and its steps (``reconstruct.deep``)
 :mod:`.analyze`               :class:`AnalyzeOptions` (``analyze``)
+:mod:`.plan`                  :class:`PlanOptions`, :class:`TiltScheme` (``plan``)
 :mod:`.workflow`              :class:`WorkflowConfig`, the whole ``config.yaml``
 :mod:`.docs`                  the JSON schema and the Markdown tables made from the classes
 ============================  ==========================================================
@@ -27,6 +28,7 @@ from edxtomo.options.deep import (
     MbirOptions,
 )
 from edxtomo.options.extract import ExtractOptions
+from edxtomo.options.plan import PlanOptions, TiltScheme
 from edxtomo.options.reconstruct import FbpOptions, SirtOptions, TvOptions
 from edxtomo.options.workflow import (
     METHOD_KEYS,
@@ -48,9 +50,11 @@ __all__ = [
     "FinalOptions",
     "MbirOptions",
     "Options",
+    "PlanOptions",
     "ReconstructOptions",
     "SimulateOptions",
     "SirtOptions",
+    "TiltScheme",
     "TvOptions",
     "WorkflowConfig",
     "channel_weights",

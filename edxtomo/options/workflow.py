@@ -12,6 +12,7 @@ from edxtomo.options.analyze import AnalyzeOptions, Method
 from edxtomo.options.base import Options, parse_options
 from edxtomo.options.deep import DeepOptions
 from edxtomo.options.extract import ExtractOptions
+from edxtomo.options.plan import PlanOptions
 from edxtomo.options.reconstruct import Backend, FbpOptions, SirtOptions, TvOptions
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -86,6 +87,8 @@ class WorkflowConfig(Options):
     """reconstructions"""
     analyze: AnalyzeOptions = AnalyzeOptions()
     """segmentation and shell thickness"""
+    plan: PlanOptions = PlanOptions()
+    """acquisition planning, run by `snakemake plan` only: precision against dose and tilts"""
 
     @model_validator(mode="after")
     def _analyzed_methods_are_reconstructed(self) -> WorkflowConfig:
