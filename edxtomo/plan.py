@@ -88,11 +88,12 @@ def _identity_transforms(angles_deg: np.ndarray) -> pd.DataFrame:
 def reconstruct_volumes(series: TiltSeries, method: str, options: ReconstructOptions,
                         seed: int, device: str) -> dict[str, np.ndarray]:
     """Volumes ``(nz, ny, nx)`` of every channel of an aligned series, as the workflow's
-    ``reconstruct`` rules make them (``deep`` without its self-check)."""
+    ``reconstruct`` rules make them (``deep`` without its self-check); ``seed`` seeds the
+    count splits of ``weight: auto`` and the deep training."""
     if method != "deep":
         from edxtomo.tomo.methods import reconstruct_series
 
-        return reconstruct_series(series, method, options, device=device)
+        return reconstruct_series(series, method, options, device=device, seed=seed)
     from edxtomo.deep import run_deep
 
     deep = options.deep.model_copy(update={"selfcheck": False})
