@@ -13,8 +13,12 @@ results/{sample}/recon/{method}/       {channel}.tif and .hspy volumes (reconstr
                                        method: sirt, fbp, tv, deep); deep also writes
                                        denoised/, mbir/, enriched/, losses.tsv,
                                        selfcheck.tsv
-results/{sample}/analysis/{method}/    labels.tif, particles.tsv, thickness.tsv,
-                                       thickness_maps.npz (analyze)
+results/{sample}/replicates/{method}/  {channel}_sd.tif and .hspy: per-voxel standard
+                                       deviation of the volume; replicate_{k}/{channel}.tif:
+                                       the count-split replicates (replicates; methods of
+                                       analyze.intervals)
+results/{sample}/analysis/{method}/    labels.tif, particles.tsv, thickness.tsv (with 95%
+                                       intervals), thickness_maps.npz (analyze)
 results/tables/                        particles.tsv, samples.tsv, comparisons.tsv (tables)
 results/figures/                       report figures (figure_*)
 results/plan/                          plan.tsv, fit.tsv, recommendation.txt, precision.png,
@@ -49,6 +53,7 @@ include: "rules/simulate.smk"
 include: "rules/extract.smk"
 include: "rules/align.smk"
 include: "rules/reconstruct.smk"
+include: "rules/uncertainty.smk"
 include: "rules/analyze.smk"
 include: "rules/report.smk"
 include: "rules/plan.smk"

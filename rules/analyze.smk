@@ -1,6 +1,6 @@
 rule analyze:
     input:
-        "results/{sample}/recon/{method}",
+        unpack(analyze_input),
     output:
         directory("results/{sample}/analysis/{method}"),
     log:

@@ -6,4 +6,6 @@ from edxtomo.runtime import rule_context
 
 with rule_context(snakemake.log[0], snakemake.threads):
     options = AnalyzeOptions.model_validate(snakemake.params.options)
-    write_analysis(analyze_specimen(snakemake.input[0], options), snakemake.output[0])
+    analysis = analyze_specimen(snakemake.input.recon, options,
+                                replicate_dir=snakemake.input.get("replicates"))
+    write_analysis(analysis, snakemake.output[0])

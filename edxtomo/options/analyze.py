@@ -4,11 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, model_validator
 
 from edxtomo.options.base import Options
 
 Method = Literal["sirt", "fbp", "tv", "deep"]
+
+
+class IntervalOptions(Options):
+    """Count-split replicates behind the 95% intervals (:mod:`edxtomo.uncertainty`)."""
+
+    replicates: int = Field(5, ge=0)
+    """delete-a-group count splits (jackknife) per reconstruction, behind the intervals and the
+    sd volumes; 0 turns them off, otherwise at least 2"""
+    methods: list[Method] = ["sirt", "tv", "deep"]
+    """reconstructions that get replicates; each costs `replicates` reruns of that method"""
+
+    @model_validator(mode="after")
+    def _at_least_two(self) -> IntervalOptions:
+        if self.replicates == 1:
+            raise ValueError("replicates must be 0 (no intervals) or at least 2")
+        return self
 
 
 class AnalyzeOptions(Options):
@@ -31,3 +47,9 @@ class AnalyzeOptions(Options):
     shell_threshold: float = Field(0.5, gt=0, lt=1)
     """an element is present along a ray where it exceeds this fraction of its level in the
     particle (half maximum: the edge of a blurred step)"""
+    shell_level: Literal["mean_profile", "ray_maxima"] = "mean_profile"
+    """an element's level in a particle: the peak of its mean radial profile over the rays that
+    cross the shell (`mean_profile`, robust to noise), or the 90th percentile of the per-ray
+    maxima (`ray_maxima`, raised by noise)"""
+    intervals: IntervalOptions = IntervalOptions()
+    """95% intervals of the shell statistics from count splits of the raw data"""
