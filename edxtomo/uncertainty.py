@@ -194,7 +194,9 @@ def method_replicates(
     method : {"sirt", "fbp", "tv", "deep"}
     options : ReconstructOptions
         The method's settings; ``deep`` runs its steps a-d with its budget and without its
-        self-check, each replicate training its own networks from the seed.
+        self-check, each replicate training its own networks from the seed. A weight set to
+        ``auto`` is chosen again on each replicate, so the intervals include the spread of
+        that choice.
     n_groups : int
         ``K``.
     seed : int
@@ -216,7 +218,7 @@ def method_replicates(
                             device=device, progress=False).result.volumes
     else:
         def reconstruct(raw: TiltSeries, aligned: TiltSeries) -> dict[str, np.ndarray]:
-            return reconstruct_series(aligned, method, options, device=device)
+            return reconstruct_series(aligned, method, options, device=device, seed=seed)
     return replicate_volumes(extracted, transforms, reconstruct, n_groups, seed)
 
 
