@@ -21,8 +21,9 @@ from edxtomo.deep.unet import DenoiserNet, UNet, apply_tiled
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.options import EnrichOptions
 from edxtomo.tomo import project, slabs
+from edxtomo.tomo.pdhg import _channel_weights, _PdhgProblem
 from edxtomo.tomo.projector import Projector
-from edxtomo.tomo.tv import _channel_weights, _PdhgProblem, mbir_l2, tv_kl
+from edxtomo.tomo.tv import mbir_l2, tv_kl
 
 ANGLES = np.linspace(-60, 60, 5)
 NY = 11  # slab sizes 3 and 4 do not divide it
