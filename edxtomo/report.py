@@ -407,3 +407,25 @@ def plot_plan(table: pd.DataFrame, fit: pd.DataFrame, lines: list[str],
     axes[0, -1].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
     fig.text(0.01, -0.02, "\n".join(lines), ha="left", va="top", fontsize=8, wrap=True)
     _save(fig, path)
+
+
+def plot_weights(table: pd.DataFrame, path: str | os.PathLike, title: str = "") -> None:
+    """The held-out curves of ``weight: auto`` (``recon/{tv,deep}/weights.tsv``): per
+    channel, the held-out score of every candidate weight (each curve divided by its
+    minimum, log axes) and the chosen weight as a dot on its curve."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for k, (channel, part) in enumerate(table.groupby("channel", sort=False)):
+        part = part.sort_values("weight")
+        relative = part["score"] / part["score"].min()
+        chosen = float(part["chosen_weight"].iloc[0])
+        ax.plot(part["weight"], relative, "o-", color=f"C{k}", label=channel, ms=3)
+        ax.plot(chosen, np.interp(np.log(chosen), np.log(part["weight"]), relative), "*",
+                color=f"C{k}", ms=12, mec="black")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("regularisation weight")
+    ax.set_ylabel("held-out score / its minimum")
+    ax.set_title(title or str(table["method"].iloc[0]), fontsize=8)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
+    _save(fig, path)
+

@@ -73,15 +73,6 @@ def torch_gpus(wildcards):
     )
 
 
-def analyze_input(wildcards):
-    """A reconstruction, and its count-split replicates when it gets intervals."""
-    inputs = {"recon": f"results/{wildcards.sample}/recon/{wildcards.method}"}
-    intervals = CONFIG.analyze.intervals
-    if intervals.replicates and wildcards.method in intervals.methods:
-        inputs["replicates"] = f"results/{wildcards.sample}/replicates/{wildcards.method}"
-    return inputs
-
-
 def plan_scheme(wildcards):
     """A tilt scheme of the plan as plain data (a rule's params)."""
     return PLAN_SCHEMES[wildcards.scheme].model_dump(mode="json")
@@ -114,6 +105,11 @@ def final_targets():
     ]
     if "deep" in RECON_METHODS:
         targets += expand("results/figures/{sample}/selfcheck.png", sample=SAMPLES)
+    targets += expand(
+        "results/figures/{sample}/weights_{method}.png",
+        sample=SAMPLES,
+        method=[method for method in ("tv", "deep") if method in RECON_METHODS],
+    )
     if ANALYZE_METHODS:
         targets += [
             "results/tables/particles.tsv",

@@ -166,3 +166,24 @@ rule figure_selfcheck:
     threads: 1
     script:
         "../scripts/figure_selfcheck.py"
+
+
+rule figure_weights:
+    input:
+        "results/{sample}/recon/{method}",
+    output:
+        report(
+            "results/figures/{sample}/weights_{method}.png",
+            caption="../resources/report/weights.rst",
+            category="Reconstructions",
+            subcategory="{sample}",
+        ),
+    log:
+        "logs/figures/{sample}_weights_{method}.log",
+    wildcard_constraints:
+        method="tv|deep",
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    script:
+        "../scripts/figure_weights.py"
