@@ -73,6 +73,15 @@ def torch_gpus(wildcards):
     )
 
 
+def analyze_input(wildcards):
+    """A reconstruction, and its count-split replicates when it gets intervals."""
+    inputs = {"recon": f"results/{wildcards.sample}/recon/{wildcards.method}"}
+    intervals = CONFIG.analyze.intervals
+    if intervals.replicates and wildcards.method in intervals.methods:
+        inputs["replicates"] = f"results/{wildcards.sample}/replicates/{wildcards.method}"
+    return inputs
+
+
 def plan_scheme(wildcards):
     """A tilt scheme of the plan as plain data (a rule's params)."""
     return PLAN_SCHEMES[wildcards.scheme].model_dump(mode="json")
