@@ -50,8 +50,8 @@ class PlanOptions(Options):
     precision"""
     method: PlanMethod = "sirt"
     """reconstruction measured (its settings from `reconstruct`, the measurement from
-    `analyze`); `sirt` keeps the default grid to minutes on a CPU (`tv` takes about 10 times
-    as long per point): set the method you will analyze with"""
+    `analyze`); `sirt`, the cheapest, keeps the default grid to minutes on a CPU: set the
+    method you will analyze with"""
     background_fraction: float = Field(0.3, ge=0)
     """background counts under each line over its net counts"""
     target_nm: float = Field(0.2, gt=0)
