@@ -150,7 +150,7 @@ class _PdhgProblem:
             # dual step sigma_q * K_q = (1 / (2 w)) * (w grad) = grad / 2
             _ascend_tv_dual(s["q"], s["x_bar"])
             update = gradient_adjoint(s["q"]).mul_(w).add_(update)
-        x_new = s["x"] - tau * update
+        x_new = s["x"] - update.mul_(tau)  # update is a fresh buffer: scaled in place
         del update
         if self.reg == "l1":
             x_new = torch.sign(x_new) * (x_new.abs() - tau * w).clamp_min(0)
