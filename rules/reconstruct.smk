@@ -7,7 +7,7 @@ rule reconstruct:
     log:
         "logs/reconstruct/{sample}_{method}.log",
     wildcard_constraints:
-        method="sirt|fbp|tv",
+        method="sirt|fbp|tv|fused",
     conda:
         "../envs/recon.yaml"
     threads: 2

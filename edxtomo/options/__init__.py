@@ -5,7 +5,8 @@ module                        options
 ============================  ==========================================================
 :mod:`.extract`               :class:`ExtractOptions` (``extract``)
 :mod:`.align`                 :class:`AlignOptions` (``align``)
-:mod:`.reconstruct`           :class:`SirtOptions`, :class:`FbpOptions`, :class:`TvOptions`
+:mod:`.reconstruct`           :class:`SirtOptions`, :class:`FbpOptions`, :class:`TvOptions`,
+                              :class:`FusedOptions`
 :mod:`.deep`                  :class:`DeepOptions` and its steps (``reconstruct.deep``)
 :mod:`.analyze`               :class:`AnalyzeOptions` (``analyze``)
 :mod:`.plan`                  :class:`PlanOptions`, :class:`TiltScheme` (``plan``)
@@ -29,7 +30,7 @@ from edxtomo.options.deep import (
 )
 from edxtomo.options.extract import ExtractOptions
 from edxtomo.options.plan import PlanOptions, TiltScheme
-from edxtomo.options.reconstruct import FbpOptions, SirtOptions, TvOptions
+from edxtomo.options.reconstruct import FbpOptions, FusedOptions, SirtOptions, TvOptions
 from edxtomo.options.workflow import (
     METHOD_KEYS,
     ReconstructOptions,
@@ -48,6 +49,7 @@ __all__ = [
     "ExtractOptions",
     "FbpOptions",
     "FinalOptions",
+    "FusedOptions",
     "MbirOptions",
     "Options",
     "PlanOptions",

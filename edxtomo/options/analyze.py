@@ -8,7 +8,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from edxtomo.options.base import Options
 
-Method = Literal["sirt", "fbp", "tv", "deep"]
+Method = Literal["sirt", "fbp", "tv", "fused", "deep"]
 
 
 class IntervalOptions(Options):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, PositiveFloat, StringConstraints, model_validator
 
-from edxtomo.options.base import ChannelWeight, Options
+from edxtomo.options.base import ChannelWeight, NonNegative, Options
 
 FbpFilter = Literal["ramp", "shepp-logan", "cosine", "hamming", "hann"]
 PREFILTER_PATTERN = r"^(none|box[0-9]+|gaussian:[0-9]*\.?[0-9]+)$"
@@ -49,3 +49,34 @@ class TvOptions(Options):
     """TV weight: `auto` (per element, the weight whose reconstruction of one half of the counts
     best predicts the other half; left-out tilts for float maps), one number, or per element
     (`{Se: 1, S: 2, default: 1}`); dose independent"""
+
+
+class FusedOptions(Options):
+    """Fused HAADF + EDX reconstruction (:func:`edxtomo.tomo.fused.fused_reconstruct`)."""
+
+    iterations: int = Field(150, ge=1)
+    """PDHG iterations of each fused reconstruction (`haadf_weight: auto` runs four: three on
+    count halves, one on all counts)"""
+    weight: ChannelWeight = TV_WEIGHT
+    """TV weight of each element, one number or per element (`{Se: 0.3, default: 0.3}`); dose
+    independent"""
+    haadf_weight: NonNegative | Literal["auto"] = "auto"
+    """weight of the HAADF term in units of its inverse noise variance: `auto` (0, 0.03 or 1,
+    the one whose reconstruction of half of the counts best predicts the other half; 0 turns
+    fusion off), or a number"""
+    gamma_range: tuple[PositiveFloat, PositiveFloat] = (1.6, 1.8)
+    """prior range `[low, high]` of the HAADF Z exponent gamma, fitted from the data inside it"""
+    sensitivity: ChannelWeight = 1.0
+    """relative X-ray counts per atom of each element (1 / Cliff-Lorimer k-factor, any common
+    scale), one number or per element; gamma is only as right as these"""
+    residual_cost: float = Field(0.5, gt=0, le=1)
+    """cost of HAADF signal put in the residual volume (film, ligands, unlisted elements),
+    relative to an element where no X-rays are counted; below 1 keeps such material out of the
+    elements"""
+
+    @model_validator(mode="after")
+    def _ordered_range(self) -> FusedOptions:
+        low, high = self.gamma_range
+        if low > high:
+            raise ValueError(f"gamma_range must be [low, high], got {list(self.gamma_range)}")
+        return self

@@ -13,7 +13,13 @@ from edxtomo.options.base import Options, parse_options
 from edxtomo.options.deep import DeepOptions
 from edxtomo.options.extract import ExtractOptions
 from edxtomo.options.plan import PlanOptions
-from edxtomo.options.reconstruct import Backend, FbpOptions, SirtOptions, TvOptions
+from edxtomo.options.reconstruct import (
+    Backend,
+    FbpOptions,
+    FusedOptions,
+    SirtOptions,
+    TvOptions,
+)
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -23,6 +29,7 @@ METHOD_KEYS: dict[str, tuple[str, ...]] = {
     "sirt": ("nz", "backend", "chunk_slices", "sirt"),
     "fbp": ("nz", "backend", "chunk_slices", "fbp"),
     "tv": ("nz", "tv"),
+    "fused": ("nz", "fused"),
     "deep": ("nz", "deep", "tv"),  # tv: the deep job's self-check runs it on held-out counts
 }
 
@@ -30,7 +37,7 @@ METHOD_KEYS: dict[str, tuple[str, ...]] = {
 class ReconstructOptions(Options):
     """Reconstruction methods and their settings (:mod:`edxtomo.tomo`, :mod:`edxtomo.deep`)."""
 
-    methods: list[Method] = ["sirt", "fbp", "tv", "deep"]
+    methods: list[Method] = ["sirt", "fbp", "tv", "fused", "deep"]
     """reconstructions to run"""
     backend: Backend = "torch"
     """projector of `sirt` and `fbp`: `torch`, `astra` or `tomopy`"""
@@ -44,6 +51,8 @@ class ReconstructOptions(Options):
     """filtered back-projection"""
     tv: TvOptions = TvOptions()
     """TV-KL, the strongest classical method"""
+    fused: FusedOptions = FusedOptions()
+    """fused HAADF + EDX: all elements at once, the HAADF as a Z^gamma-weighted sum"""
     deep: DeepOptions = DeepOptions()
     """the deep pipeline (Han et al. 2021)"""
 
@@ -52,7 +61,7 @@ class ReconstructOptions(Options):
 
         Parameters
         ----------
-        method : {"sirt", "fbp", "tv", "deep"}
+        method : {"sirt", "fbp", "tv", "fused", "deep"}
         """
         return self.model_dump(mode="json", include=set(METHOD_KEYS[method]))
 

@@ -8,6 +8,9 @@ every channel of an aligned :class:`edxtomo.io.TiltSeries` at once.
   under the line); HAADF is reconstructed as it is.
 * ``tv`` reconstructs the gross counts with the background inside its Poisson model, which
   keeps the data term exact for counts.
+
+:func:`fused_series` runs :func:`edxtomo.tomo.fused.fused_reconstruct` on the elements and
+the HAADF of a series together.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from typing import Literal
 
 import numpy as np
 
-from edxtomo.io import TiltSeries
+from edxtomo.errors import EdxtomoInputError
+from edxtomo.io import HAADF, TiltSeries
 from edxtomo.options import ReconstructOptions, channel_weights
 from edxtomo.options.reconstruct import TV_WEIGHT
 from edxtomo.tomo.fbp import fbp
+from edxtomo.tomo.fused import FusedResult, fused_reconstruct, split_counts
 from edxtomo.tomo.sirt import sirt
 from edxtomo.tomo.tv import tv_kl
 from edxtomo.tomo.weights import AUTO, WeightCurves, chosen_weights, tv_kl_weights
@@ -138,3 +143,64 @@ def _tv(series: TiltSeries, names: list[str], options: ReconstructOptions, devic
     log.info("TV-KL weights %s", dict(zip(names, np.round(weights, 4).tolist(), strict=True)))
     return tv_kl(counts, series.angles_deg, weight=weights, iterations=options.tv.iterations,
                  background=background, nz=options.nz, device=device)
+
+
+def fused_series(series: TiltSeries, options: ReconstructOptions, *, seed: int = 0,
+                 device: str = "auto", raw: TiltSeries | None = None,
+                 to_volume_frame=None) -> tuple[dict[str, np.ndarray], FusedResult]:
+    """Fused HAADF + EDX reconstruction of the elements of an aligned series.
+
+    Parameters
+    ----------
+    series : TiltSeries
+        Aligned series with a HAADF channel and element counts.
+    options : ReconstructOptions
+        ``nz`` and ``fused``.
+    seed : int
+        Seeds the count split of ``haadf_weight: auto``.
+    device : {"auto", "cpu", "cuda"}
+    raw : TiltSeries, optional
+        The series before alignment: ``haadf_weight: auto`` splits its integer counts and
+        aligns the halves with ``to_volume_frame``; default: splits the aligned counts,
+        which must then be integers.
+    to_volume_frame : callable, optional
+        ``(n_tilt, ny, nx) -> (n_tilt, ny, nx)``, the alignment.
+
+    Returns
+    -------
+    volumes : dict of str to ndarray, each (nz, ny, nx) float32
+        The element volumes (counts per voxel length) and ``HAADF``, the model's HAADF
+        volume ``s sum_e Z_e^gamma c_e / k_e + r``.
+    result : FusedResult
+    """
+    fused = options.fused
+    names = series.elements
+    if series.haadf is None or not names:
+        raise EdxtomoInputError("method fused needs a HAADF channel and at least one element; "
+                                f"the series has {list(series.channels)}")
+    counts, background = _tv_data(series, names)
+    halves = None
+    if fused.haadf_weight == AUTO and raw is not None:
+        split = [split_counts(raw.summed(name), np.random.default_rng([seed, i]))
+                 for i, name in enumerate(names)]
+        halves = tuple(np.stack([to_volume_frame(pair[k]) for pair in split]) for k in (0, 1))
+    result = fused_reconstruct(
+        counts, background, series.summed(HAADF).astype(np.float32), series.angles_deg,
+        _atomic_numbers(names), channel_weights(fused.sensitivity, names, 1.0),
+        channel_weights(fused.weight, names, TV_WEIGHT), haadf_weight=fused.haadf_weight,
+        gamma_range=fused.gamma_range, residual_cost=fused.residual_cost,
+        iterations=fused.iterations, seed=seed, halves=halves, nz=options.nz, device=device)
+    haadf = np.tensordot(result.model.coefficients, result.volumes, axes=1) + result.residual
+    volumes = {HAADF: haadf.astype(np.float32)}
+    volumes.update(zip(names, result.volumes, strict=True))
+    return volumes, result
+
+
+def _atomic_numbers(elements: list[str]) -> list[int]:
+    """Atomic numbers from exspy's element database."""
+    from exspy.material import elements as database
+
+    unknown = [e for e in elements if e not in database]
+    if unknown:
+        raise EdxtomoInputError(f"method fused: no atomic number for channels {unknown}")
+    return [int(database[e]["General_properties"]["Z"]) for e in elements]
