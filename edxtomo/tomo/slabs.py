@@ -73,13 +73,15 @@ def slice_bytes(nz: int, nx: int, n_tilt: int, reg: str) -> tuple[int, int]:
 
 
 def device_budget(device: torch.device, reserved_bytes: int, memory_gib: float | None) -> int:
-    """Bytes the solver may plan for on ``device``: 80% of the free memory (less
-    ``reserved_bytes`` on the CPU, where the result lives too), capped at 80% of
-    ``memory_gib`` when given. The fifth left over covers the allocator, the sparse matrices
-    and short-lived temporaries."""
+    """Bytes the solver may plan for on ``device``: 80% of the free memory (on CUDA with the
+    allocator's cached blocks, less ``reserved_bytes`` on the CPU, where the result lives
+    too), capped at 80% of ``memory_gib`` when given. The fifth left over covers the
+    allocator, the sparse matrices and short-lived temporaries."""
     free = available_bytes(device)
     if device.type == "cpu":
         free -= reserved_bytes
+    else:  # blocks that PyTorch's allocator caches from earlier steps are free to reuse
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     if memory_gib is not None:
         free = min(free, int(memory_gib * _GIB))
     return max(int(0.8 * free), 0)
