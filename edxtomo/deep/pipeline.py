@@ -175,6 +175,9 @@ class _Clock:
         now = time.perf_counter()
         self.seconds[name] = now - self.start
         self.start = now
+        peak = self.peak_bytes.get(name)
+        log.info("deep step %s: %.1f s%s", name, self.seconds[name],
+                 "" if peak is None else f", peak GPU memory {peak / 2**30:.1f} GiB")
 
 
 def _weights_of(curves: list[WeightCurves], opts: MbirOptions, elements: list[str]
