@@ -112,6 +112,8 @@ def time_pipeline(size: int, elements: list[str], device: str,
                                    options=options.denoise, progress=False)
     _sync(device)
     rows = [("a. denoise (train + inference)", time.perf_counter() - t, _peak_gib(device))]
+    print(f"  a. denoise {rows[0][1]:.1f} s" + ("" if rows[0][2] is None else
+          f", peak GPU memory {rows[0][2]:.1f} GiB"), flush=True)
     result = reconstruct_deep(denoised.projections, ANGLES, options, seed=0,
                               device=device, progress=False)
     peaks = {k: v / 2**30 for k, v in result.peak_memory_bytes.items()}
