@@ -403,9 +403,10 @@ def plot_plan(table: pd.DataFrame, fit: pd.DataFrame, lines: list[str],
                         color=color, lw=1)
         ax.axhline(target, color="gray", ls="--", lw=1, label="target")
         ax.set(xscale="log", yscale="log", title=element, xlabel="counts per element per tilt")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[0, 0].set_ylabel("95% half-width of a particle's\nmean thickness (nm)")
     axes[0, -1].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
-    fig.text(0.01, -0.02, "\n".join(lines), ha="left", va="top", fontsize=8, wrap=True)
+    fig.text(0.01, -0.12, "\n".join(lines), ha="left", va="top", fontsize=8)
     _save(fig, path)
 
 
