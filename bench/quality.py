@@ -15,7 +15,11 @@ them; the deep pipeline runs with its defaults):
 * ``Gaussian+SIRT`` -- Gaussian prefilter sigma in {0.5, 1, 1.5, 2, 3} px and iterations in
   {10, 25, 50};
 * ``TV-KL`` -- :func:`edxtomo.tomo.tv.tv_kl`, weight in {0.3, 1, 3, 10}, 300 iterations;
-* ``deep a: denoise+SIRT300``, ``deep b: denoise+MBIR``, ``deep c+d`` (= ``deep``);
+* ``TV-KL weight: auto`` -- the same with the weight chosen from count halves
+  (:func:`edxtomo.tomo.weights.tv_kl_weights`, no truth), search time included;
+* ``deep a: denoise+SIRT300``, ``deep b: denoise+MBIR`` (step b's weight ``auto``, from
+  left-out tilts), ``deep b: MBIR truth-tuned weight`` (weight in {0.003, 0.01, 0.03, 0.1,
+  0.3} on the same denoised views), ``deep c+d`` (= ``deep``);
 * ``SIRT noise-free (300 it.)`` -- the moonshot reference.
 
 Usage::
@@ -44,6 +48,7 @@ from edxtomo.options.deep import MBIR_WEIGHT
 from edxtomo.simulate.counts import count_series, phantom_volumes
 from edxtomo.tomo import sirt
 from edxtomo.tomo.tv import mbir_l2, tv_kl
+from edxtomo.tomo.weights import chosen_weights, tv_kl_weights
 
 log = logging.getLogger("bench.quality")
 
@@ -106,7 +111,7 @@ def run_case(size: int, seed: int, n_tilts: int, counts: float, device: str,
                  " ".join(f"{e}:{p:.2f}" for e, (p, _) in scores.items()), seconds)
 
     if "classical" in groups:
-        _classical(angles, net, gross, background, truth, region, device, add)
+        _classical(angles, net, gross, background, truth, region, seed, device, add)
     if "deep" in groups:
         _deep(series, angles, truth, region, seed, device, add)
     if "reference" in groups:
@@ -114,7 +119,7 @@ def run_case(size: int, seed: int, n_tilts: int, counts: float, device: str,
     return rows
 
 
-def _classical(angles, net, gross, background, truth, region, device, add) -> None:
+def _classical(angles, net, gross, background, truth, region, seed, device, add) -> None:
     def sirt_grid(data, iterations, **kwargs):
         return {it: sirt(data, angles, iterations=it, device=device, progress=False, **kwargs)
                 for it in iterations}
@@ -136,6 +141,13 @@ def _classical(angles, net, gross, background, truth, region, device, add) -> No
                    device=device, progress=False) for w in (0.3, 1.0, 3.0, 10.0)}
     scores, chosen = _tuned(tv, truth, region)
     add("TV-KL", scores, time.perf_counter() - t, chosen)
+    t = time.perf_counter()
+    weights = chosen_weights(tv_kl_weights(gross, angles, ELEMENTS, background=background,
+                                           iterations=300, seed=seed, device=device), ELEMENTS)
+    auto = tv_kl(gross, angles, weight=weights, iterations=300, background=background,
+                 device=device, progress=False)
+    add("TV-KL weight: auto", _scores(auto, truth, region), time.perf_counter() - t,
+        dict(zip(ELEMENTS, np.round(weights, 3), strict=True)))
 
 
 def _deep(series, angles, truth, region, seed, device, add) -> None:
@@ -153,7 +165,14 @@ def _deep(series, angles, truth, region, seed, device, add) -> None:
                               device=device, progress=False)
     t_rest = time.perf_counter() - t
     mbir = np.stack([result.mbir_volumes[e] for e in ELEMENTS])
-    add("deep b: denoise+MBIR", _scores(mbir, truth, region), np.nan)
+    auto = chosen_weights(result.weight_curves, ELEMENTS)
+    add("deep b: denoise+MBIR", _scores(mbir, truth, region), np.nan,
+        dict(zip(ELEMENTS, np.round(auto, 4), strict=True)))
+    iterations = FULL_BUDGET.mbir.outer * FULL_BUDGET.mbir.inner
+    tuned = {w: tv_kl(np.maximum(stack, 0), angles, weight=w, iterations=iterations,
+                      device=device, progress=False) for w in (0.003, 0.01, 0.03, 0.1, 0.3)}
+    scores, chosen = _tuned(tuned, truth, region)
+    add("deep b: MBIR truth-tuned weight", scores, np.nan, chosen)
     add("deep (a+b+c+d)", _scores(np.stack([result.volumes[e] for e in ELEMENTS]), truth,
                                   region), t_denoise + t_rest)
 
