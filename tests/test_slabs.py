@@ -12,14 +12,17 @@ of the dependency already exceeds it, and no halo or a halved network margin exc
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 
+from edxtomo.deep import reconstruct_deep
 from edxtomo.deep.enrich import enrich_views
 from edxtomo.deep.unet import DenoiserNet, UNet, apply_tiled
 from edxtomo.errors import EdxtomoInputError
-from edxtomo.options import EnrichOptions
+from edxtomo.options import DeepOptions, EnrichOptions
 from edxtomo.tomo import project, slabs
 from edxtomo.tomo.pdhg import _channel_weights, _PdhgProblem
 from edxtomo.tomo.projector import Projector
@@ -187,3 +190,27 @@ def test_enrichment_in_slabs_and_tiles_equals_the_whole_volume():
                              memory_gib=cap_gib)
     assert len(dense) == 5 and cut.shape == whole.shape == (2, 5, 24, 16)
     assert _relative(cut, whole) < ROUNDING
+
+
+def test_deep_steps_b_to_d_under_a_memory_cap_equal_the_uncapped_run(caplog):
+    """The options reach steps b-d: a cap of 9 slices of one element runs b and d in slabs
+    and c's projections and network in pieces, with the uncapped result."""
+    rng = np.random.default_rng(3)
+    volume = rng.random((3, 16, NY, 16)).astype(np.float32)
+    views = project(volume, ANGLES, device="cpu")
+    projections = dict(zip(["Zn", "Se", "S"], views, strict=True))
+    device_bytes, _ = slabs.slice_bytes(16, 16, len(ANGLES), "tv")
+    cap_gib = 9 * device_bytes / 0.8 / 2**30
+    options = {"mbir": {"weight": 0.03, "outer": 3, "inner": 3},
+               "enrich": {"steps": 2, "width": 4, "patch_px": 16, "step_deg": 30.0},
+               "final": {"iterations": 5}, "selfcheck": False}
+    whole = reconstruct_deep(projections, ANGLES, DeepOptions.model_validate(options),
+                             device="cpu", progress=False)
+    options["mbir"]["memory_gib"] = cap_gib
+    with caplog.at_level(logging.INFO, logger="edxtomo.tomo.pdhg"):
+        capped = reconstruct_deep(projections, ANGLES, DeepOptions.model_validate(options),
+                                  device="cpu", progress=False)
+    assert caplog.text.count("1 of 3 channel(s) at a time, slabs of") == 2  # steps b and d
+    for element in projections:
+        assert _relative(capped.mbir_volumes[element], whole.mbir_volumes[element]) < ROUNDING
+        assert _relative(capped.volumes[element], whole.volumes[element]) < ROUNDING
