@@ -4,7 +4,7 @@ import re
 from edxtomo.config import load_samples, raw_inputs
 from edxtomo.options import load_workflow_config
 from edxtomo.preflight import preflight
-from edxtomo.runtime import failed_job_lines, nvidia_gpu_present
+from edxtomo.runtime import failed_job_lines, nvidia_gpu_present, set_job_environment
 
 CONFIG = load_workflow_config(config)
 SAMPLES = load_samples(
@@ -14,6 +14,8 @@ SAMPLES = load_samples(
 )
 if workflow.is_main_process:
     preflight(SAMPLES, CONFIG, local=workflow.local_exec)
+# Inherited by every job: idle OpenMP threads sleep instead of spinning.
+set_job_environment()
 RECON_METHODS = CONFIG.reconstruct.methods
 ANALYZE_METHODS = [m for m in CONFIG.analyze.methods if m in RECON_METHODS]
 ANALYSIS_KEYS = [(sample, method) for sample in SAMPLES for method in ANALYZE_METHODS]
