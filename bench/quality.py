@@ -20,7 +20,10 @@ them; the deep pipeline runs with its defaults):
 * ``deep a: denoise+SIRT300``, ``deep b: denoise+MBIR`` (step b's weight ``auto``, from
   left-out tilts), ``deep b: MBIR truth-tuned weight`` (weight in {0.003, 0.01, 0.03, 0.1,
   0.3} on the same denoised views), ``deep c+d`` (= ``deep``);
-* ``SIRT noise-free (300 it.)`` -- the moonshot reference.
+* ``SIRT noise-free (300 it.)`` -- the moonshot reference;
+* ``fused`` -- :func:`edxtomo.tomo.fused.fused_reconstruct`, HAADF weight 1 (the HAADF's
+  own likelihood), TV weight in {0.3, 1, 3} tuned like TV-KL's, 150 iterations; the
+  sensitivities (counts per atom) are the simulation's, as a k-factor calibration gives.
 
 Usage::
 
@@ -45,8 +48,10 @@ from edxtomo.deep import denoise_projections, reconstruct_deep
 from edxtomo.metrics import particle_region, psnr, ssim3d
 from edxtomo.options import DeepOptions
 from edxtomo.options.deep import MBIR_WEIGHT
+from edxtomo.simulate.acquisition import atomic_number
 from edxtomo.simulate.counts import count_series, phantom_volumes
-from edxtomo.tomo import sirt
+from edxtomo.tomo import project, sirt
+from edxtomo.tomo.fused import fused_reconstruct
 from edxtomo.tomo.tv import mbir_l2, tv_kl
 from edxtomo.tomo.weights import chosen_weights, tv_kl_weights
 
@@ -54,7 +59,7 @@ log = logging.getLogger("bench.quality")
 
 PRESET = Path(__file__).resolve().parents[1] / "resources" / "specimens" / "qd_demo.yaml"
 ELEMENTS = ["In", "P", "Zn", "Se", "S"]
-GROUPS = ("classical", "deep", "reference")
+GROUPS = ("classical", "deep", "reference", "fused")
 # The library defaults follow the device (budget auto); the tables are measured with
 # the full training on every device.
 FULL_BUDGET, _ = DeepOptions(budget="full").with_budget("cpu")
@@ -116,6 +121,8 @@ def run_case(size: int, seed: int, n_tilts: int, counts: float, device: str,
         _deep(series, angles, truth, region, seed, device, add)
     if "reference" in groups:
         _reference(expected, angles, truth, region, device, add)
+    if "fused" in groups:
+        _fused(series, expected, gross, background, angles, truth, region, device, add)
     return rows
 
 
@@ -186,6 +193,20 @@ def _reference(expected, angles, truth, region, device, add) -> None:
     add("SIRT noise-free (300 it.)",
         _scores(sirt(expected, angles, iterations=300, device=device, progress=False), truth,
                 region), time.perf_counter() - t)
+
+
+def _fused(series, expected, gross, background, angles, truth, region, device, add) -> None:
+    # counts per atom of each element: what a k-factor calibration measures
+    sensitivity = expected.sum(axis=(1, 2, 3)) / project(truth, angles, device="cpu").sum(
+        axis=(1, 2, 3))
+    z = [atomic_number(e) for e in ELEMENTS]
+    t = time.perf_counter()
+    volumes = {w: fused_reconstruct(gross, background, series.channels["HAADF"], angles, z,
+                                    sensitivity, [w] * len(ELEMENTS), haadf_weight=1.0,
+                                    device=device, progress=False).volumes
+               for w in (0.3, 1.0, 3.0)}
+    scores, chosen = _tuned(volumes, truth, region)
+    add("fused", scores, time.perf_counter() - t, chosen)
 
 
 def summarise(table: pd.DataFrame) -> str:
