@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from edxtomo.analyze import analyze_specimen
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import TiltSeries, write_volume
 from edxtomo.options import AnalyzeOptions, ReconstructOptions
@@ -108,6 +107,8 @@ def measure_volumes(volumes: Mapping[str, np.ndarray], voxel_size_nm: float,
 
     The volumes pass through files, as between the ``reconstruct`` and ``analyze`` rules.
     """
+    from edxtomo.analyze import analyze_specimen  # imports torch: not for the table jobs
+
     with tempfile.TemporaryDirectory(prefix="edxtomo-plan-") as folder:
         for name, volume in volumes.items():
             write_volume(Path(folder) / f"{name}.tif", volume, voxel_size_nm, name)
