@@ -1,8 +1,7 @@
-"""Intervals from the data itself: count splits, the jackknife, and their coverage.
+"""Intervals from the data itself: count splits and the jackknife.
 
-The unit tests check the split and the jackknife against sampling theory; the coverage test
-runs the whole chain (count-split replicates, TV-KL, segmentation, thickness) on seeded
-simulated specimens and counts how often the nominal 95% intervals hold the true thickness.
+The split and the jackknife are checked against sampling theory; the coverage of the
+intervals on simulated specimens is measured by ``bench/coverage.py``.
 """
 
 from __future__ import annotations
@@ -114,3 +113,23 @@ def test_replicate_volumes_and_sd_volumes():
     # The jackknife sd from K = 5 groups has a relative spread of about 1 / sqrt(2 (K - 1)),
     # 35%: each of the 4 tilts must be within a factor 2.5 (2.6 sd).
     assert np.all((sd > expected / 2.5) & (sd < expected * 2.5)), (sd, expected)
+
+
+def test_write_replicates_and_read_them_back(tmp_path):
+    from edxtomo.io import read_volume_folder
+    from edxtomo.uncertainty import replicate_folders, write_replicates
+
+    rng = np.random.default_rng(5)
+    replicates = [{"Zn": rng.random((4, 5, 6), dtype=np.float32)} for _ in range(3)]
+    write_replicates(replicates, tmp_path / "tv", voxel_size_nm=0.7)
+    folders = replicate_folders(tmp_path / "tv")
+    assert [f.name for f in folders] == ["replicate_0", "replicate_1", "replicate_2"]
+    volumes, voxel_nm = read_volume_folder(folders[1])
+    np.testing.assert_array_equal(volumes["Zn"], replicates[1]["Zn"])
+    assert voxel_nm == pytest.approx(0.7)
+    sd = read_volume_folder(tmp_path / "tv")[0]["Zn_sd"]
+    np.testing.assert_allclose(sd, jackknife_se(np.stack([r["Zn"] for r in replicates])),
+                               rtol=1e-6)
+    with pytest.raises(EdxtomoInputError, match="at least 2 replicate"):
+        replicate_folders(folders[0])
+
