@@ -26,10 +26,11 @@ Steps:
    with the HAADF row added to ``K``, batched over the elements.
 
 The residual's cost ``rho`` is set against the cheapest way an element explains HAADF
-signal where no X-rays are counted (``n_tilt / max_e a_e`` per HAADF unit, the KL
-gradient of a volume with zero counts): ``rho = residual_cost * n_tilt / max_e a_e``. With
-``residual_cost < 1`` material seen only by the HAADF goes to ``r``, not to the elements;
-where counts show an element, the KL term decides its amount.
+signal where no X-rays are counted: an element's KL gradient is at most ``n_tilt`` per
+count, ``n_tilt / max_e a_e`` per HAADF unit, so ``rho = residual_cost * n_tilt /
+max_e a_e``. With ``residual_cost < 1`` material seen only by the HAADF goes to ``r``; an
+element there grows only while its KL gradient, ``A^T(1 - y / (A c + bg))``, stays below
+``residual_cost * n_tilt``: to about ``residual_cost`` times the background counts.
 """
 
 from __future__ import annotations
@@ -290,16 +291,19 @@ def fused_pdhg(
     a = tensor(model.coefficients).view(n_el, 1, 1, 1)
     w = tensor(weight).clamp_min(1e-8).view(n_el, 1, 1, 1)
     lam = haadf_weight / model.noise_sigma**2
-    rho = residual_cost * n_tilt / float(a.max())
+    # the residual is solved as r = a_max r', in the units of the element with the most
+    # HAADF per count, so that the preconditioned steps move it as fast as that element
+    a_max = float(a.max())
+    rho = residual_cost * n_tilt
 
     # Pock-Chambolle preconditioners (alpha = 1) of K = [A c_e; A(sum a_e c_e + r); w grad]
     row = op.forward(torch.ones((1, nz, ny, nx), device=dev))
     col = op.adjoint(torch.ones((1, n_tilt, ny, nx), device=dev))
     sigma_y = 1.0 / row.clamp_min(_EPS)
-    sigma_h = 1.0 / (row * (float(a.sum()) + 1.0)).clamp_min(_EPS)
+    sigma_h = 1.0 / (row * (float(a.sum()) + a_max)).clamp_min(_EPS)
     fused_on = lam > 0
     tau_c = 1.0 / (col * (1.0 + a * fused_on) + 6.0 * w)
-    tau_r = 1.0 / col.clamp_min(_EPS)
+    tau_r = 1.0 / (a_max * col).clamp_min(_EPS)
 
     mass = (y - bg).clamp_min(0).flatten(1).sum(dim=1)
     c = (mass / row.sum().clamp_min(_EPS)).view(n_el, 1, 1, 1).expand(n_el, nz, ny, nx).clone()
@@ -317,31 +321,31 @@ def fused_pdhg(
             q = q + 0.5 * gradient(x_bar[:n_el])
             q = q / q.pow(2).sum(dim=1, keepdim=True).sqrt().clamp_min(1.0)
             if fused_on:
-                h_bar = (a * ax_bar[:n_el]).sum(dim=0, keepdim=True) + ax_bar[n_el:]
+                h_bar = (a * ax_bar[:n_el]).sum(dim=0, keepdim=True) + a_max * ax_bar[n_el:]
                 p_h = (p_h + sigma_h * (h_bar - g)) / (1.0 + sigma_h / lam)
             back = op.adjoint(torch.cat([p_y, p_h]))
             c_new = (c - tau_c * (back[:n_el] + a * back[n_el:] + w * gradient_adjoint(q)))
             c_new = c_new.clamp_min(0)
-            r_new = (r - tau_r * (back[n_el:] + rho)).clamp_min(0) if fused_on else r
+            r_new = (r - tau_r * (a_max * back[n_el:] + rho)).clamp_min(0) if fused_on else r
             x_new = torch.cat([c_new, r_new])
             ax_new = op.forward(x_new)
             x_bar, ax_bar = 2 * x_new - torch.cat([c, r]), 2 * ax_new - ax
             c, r, ax = c_new, r_new, ax_new
             if it % 10 == 0 or it == iterations - 1:
-                obj = _objective(ax, y, bg, g, c, r, a, w, lam, rho)
+                obj = _objective(ax, y, bg, g, c, r, a, a_max, w, lam, rho)
                 if not np.isfinite(obj):
                     raise FloatingPointError(f"fused PDHG objective non-finite at iteration {it}")
                 bar.set_postfix(objective=f"{obj:.5g}")
     log.info("fused PDHG: %d iterations, m=%.3g, objective %.6g", iterations, haadf_weight,
-             _objective(ax, y, bg, g, c, r, a, w, lam, rho))
-    return c.cpu().numpy().astype(np.float32), r[0].cpu().numpy().astype(np.float32)
+             _objective(ax, y, bg, g, c, r, a, a_max, w, lam, rho))
+    return c.cpu().numpy().astype(np.float32), (a_max * r[0]).cpu().numpy().astype(np.float32)
 
 
-def _objective(ax, y, bg, g, c, r, a, w, lam, rho) -> float:
+def _objective(ax, y, bg, g, c, r, a, a_max, w, lam, rho) -> float:
     n_el = c.shape[0]
     value = kl_divergence(ax[:n_el] + bg, y).sum() + (w.flatten() * total_variation(c)).sum()
     if lam > 0:
-        h = (a * ax[:n_el]).sum(dim=0, keepdim=True) + ax[n_el:]
+        h = (a * ax[:n_el]).sum(dim=0, keepdim=True) + a_max * ax[n_el:]
         value = value + 0.5 * lam * (h - g).pow(2).sum() + rho * r.sum()
     return float(value)
 
