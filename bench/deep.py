@@ -33,7 +33,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import resource
 import sys
@@ -44,15 +43,8 @@ import numpy as np
 import torch
 import yaml
 
-# bench/ itself off the path (bench/coverage.py would shadow the `coverage` module that
-# numba probes for); quality.py loaded from its file
-_BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
-_spec = importlib.util.spec_from_file_location("quality", _BENCH / "quality.py")
-quality = importlib.util.module_from_spec(_spec)
-sys.modules["quality"] = quality
-_spec.loader.exec_module(quality)
-ELEMENTS, PRESET, make_specimen = quality.ELEMENTS, quality.PRESET, quality.make_specimen
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import ELEMENTS, PRESET, make_specimen  # noqa: E402
 
 from edxtomo.deep import denoise_projections, reconstruct_deep  # noqa: E402
 from edxtomo.io import TiltSeries  # noqa: E402

@@ -1,7 +1,7 @@
 """Intervals from the data itself: count splits and the jackknife.
 
 The split and the jackknife are checked against sampling theory; the coverage of the
-intervals on simulated specimens is measured by ``bench/coverage.py``.
+intervals on simulated specimens is measured by ``bench/intervals_coverage.py``.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ intervals calibrated, the count of covering rows out of 30 (10 seeds, 3 elements
 Binomial(30, 0.95): at least 26 (85%) with probability 0.985, while intervals with a true
 coverage of 70% reach it with probability 0.03 only.
 
-Usage: ``python bench/coverage.py [--seeds 0 1 ... 9] [--replicates 5] [--counts 3000]``
+Usage: ``python bench/intervals_coverage.py [--seeds 0 1 ... 9] [--replicates 5] [--counts 3000]
+[--device cuda]``
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ SHELL_ELEMENTS = ("Zn", "Se", "S")
 FIELD_VOX = 40
 
 
-def specimen_rows(seed: int, counts: float, replicates: int) -> list[dict]:
+def specimen_rows(seed: int, counts: float, replicates: int, device: str) -> list[dict]:
     """Thickness rows with intervals of one seeded specimen, beside the true mean."""
     rng = np.random.default_rng(seed)
     (particle,), densities = phantom_volumes(SPECIMEN, (FIELD_VOX,) * 3, 60.0, rng)
@@ -68,10 +69,10 @@ def specimen_rows(seed: int, counts: float, replicates: int) -> list[dict]:
     recon = ReconstructOptions(tv={"iterations": 100, "weight": 0.3})
     options = AnalyzeOptions(step_deg=6.0, segment_on="elements")
     analysis = analyze_volumes(
-        reconstruct_series(series, "tv", recon, device="cpu", seed=seed),
+        reconstruct_series(series, "tv", recon, device=device, seed=seed),
         SPECIMEN["voxel_size_nm"], options,
         replicates=method_replicates(series, transforms, "tv", recon, replicates, seed=seed,
-                                     device="cpu"))
+                                     device=device))
     theta, phi = sphere_grid(options.step_deg)
     weights = solid_angle_weights(theta.size, phi.size)
     rows = []
@@ -86,10 +87,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--replicates", type=int, default=5)
     parser.add_argument("--counts", type=float, default=3000.0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = parser.parse_args()
     start = time.perf_counter()
     table = pd.DataFrame([row for seed in args.seeds
-                          for row in specimen_rows(seed, args.counts, args.replicates)])
+                          for row in specimen_rows(seed, args.counts, args.replicates,
+                                                        args.device)])
     seconds = time.perf_counter() - start
     table["covered"] = ((table["thickness_mean_nm_ci_low"] <= table["true_mean_nm"])
                         & (table["true_mean_nm"] <= table["thickness_mean_nm_ci_high"]))
