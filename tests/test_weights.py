@@ -188,3 +188,22 @@ def test_bad_input_is_refused_with_a_message():
         weights_by_count_split(views, ANGLES, ["In", "Se", "S"], device="cpu")
     with pytest.raises(EdxtomoInputError, match="folds"):
         weights_by_left_out_tilts(views, ANGLES, CHANNELS, lambda v, a, w: v, folds=9)
+
+
+@pytest.mark.parametrize("n_tilt", [5, 7])
+def test_left_out_tilts_fit_few_tilts(n_tilt):
+    """A series of 5 or 7 tilts takes as many folds as leave 2 tilts out each (the 4-fold
+    default would leave a fold with one tilt or none)."""
+    angles = np.linspace(-60, 60, n_tilt)
+    views = project(_specimen(16), angles, device="cpu")
+
+    def solve(data, angles_deg, weights):
+        return tv_kl(np.clip(data, 0, None), angles_deg, weight=weights, iterations=10,
+                     device="cpu", progress=False)
+
+    curves = weights_by_left_out_tilts(views, angles, CHANNELS, solve, grid=GRID[:3],
+                                       device="cpu")
+    assert curves.method.startswith(f"left-out tilts: {n_tilt // 2} interleaved folds")
+    assert np.all(np.isfinite(curves.scores)) and np.all(curves.chosen > 0)
+    with pytest.raises(EdxtomoInputError, match="folds"):
+        weights_by_left_out_tilts(views[:, :3], angles[:3], CHANNELS, solve, device="cpu")

@@ -175,7 +175,7 @@ def weights_by_left_out_tilts(
     channels: Sequence[str],
     solve: Solver,
     *,
-    folds: int = 4,
+    folds: int | None = None,
     grid: Sequence[float] = GRID,
     device: str | torch.device = "auto",
 ) -> WeightCurves:
@@ -190,8 +190,9 @@ def weights_by_left_out_tilts(
     solve : callable
         The reconstruction whose weight is chosen, ``(views, angles_deg, weights) ->
         volumes``; it must be scale covariant (``tv_kl``, ``mbir_l2``).
-    folds : int
-        Interleaved folds: fold ``k`` leaves out tilts ``k, k + folds, ...``.
+    folds : int, optional
+        Interleaved folds: fold ``k`` leaves out tilts ``k, k + folds, ...``. Default 4, or
+        ``n_tilt // 2`` for fewer than 8 tilts, so that every fold leaves out 2 tilts.
     grid : sequence of float
     device : str or torch.device
         For the reprojection.
@@ -203,6 +204,7 @@ def weights_by_left_out_tilts(
     views = np.asarray(views, dtype=np.float32)
     _check_stack(views, channels, "views")
     n_tilt = views.shape[1]
+    folds = min(4, n_tilt // 2) if folds is None else folds
     if not 2 <= folds <= n_tilt // 2:
         raise EdxtomoInputError(f"left-out tilts need 2 <= folds <= n_tilt / 2, got {folds} "
                                 f"folds for {n_tilt} tilts")
