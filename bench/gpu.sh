@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Every GPU figure of bench/README.md in one run on a CUDA machine (about 9 minutes on one
-# H100/H200). Writes each table to $OUT (default: bench-gpu/). Timed rows first, alone on
-# the GPU; the quality rows (scores, not times) then share the GPU with the 1,024 px row,
-# whose times are therefore upper bounds while its peak memory is exact.
+# Every GPU figure of bench/README.md in one run on a CUDA machine (7 minutes on one H200,
+# the 1,024 px row cut at its 290 s limit). Writes each table to $OUT (default: bench-gpu/).
+# Timed rows first, alone on the GPU; the quality rows (scores, not times) then share the GPU
+# with the 1,024 px row, whose times are therefore upper bounds while its peak memory is
+# exact.
+# Needs the project's Python dependencies (`pip install -e .`); on a machine that has only
+# PyTorch, install pydantic, hyperspy, exspy and rosettasciio (with their pure-Python
+# dependencies) first: the benches simulate through exspy's element database.
 set -u
 OUT=${OUT:-bench-gpu}
 mkdir -p "$OUT"
