@@ -146,10 +146,11 @@ def test_changed_deep_option_replans_only_the_deep_branch(demo_run):
                                   cwd=demo_run))
     assert jobs.get("reconstruct_deep") == 1
     assert set(jobs) <= {"reconstruct_deep", "analyze", "figure_slices", "figure_thickness",
-                         "figure_segmentation", "figure_selfcheck", "tables",
+                         "figure_segmentation", "figure_selfcheck", "figure_weights", "tables",
                          "figure_distributions", "all"}
     # Only the deep volume's own analysis and figures follow it.
     assert jobs["analyze"] == 1 and jobs["figure_slices"] == 1
+    assert jobs.get("figure_weights", 0) <= 1
 
 
 @pytest.mark.slow
