@@ -25,3 +25,19 @@ def shared_path(*parts: str) -> Path:
 def shared_data():
     """The ``../shared/data`` folder; the test skips with a reason when it is absent."""
     return shared_path()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test's small tensors on one torch thread.
+
+    Tiny arrays gain nothing from a second OpenMP thread, and on a shared 2-core machine a
+    busy second core makes every convolution and sparse product wait for it (measured 5x
+    slower for the small networks, 80 s instead of 1 s for a noise-free TV test).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

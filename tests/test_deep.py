@@ -52,18 +52,7 @@ FAST_DEEP = DeepOptions.model_validate({
 })
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run the tiny networks of these tests on one thread.
-
-    Their tensors are so small that a second OpenMP thread only adds synchronisation, and on
-    a shared 2-core machine a busy second core makes every convolution wait for it (5x
-    slower measured).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _truth(n: int) -> np.ndarray:

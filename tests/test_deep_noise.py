@@ -8,7 +8,6 @@ import logging
 
 import numpy as np
 import pytest
-import torch
 from scipy import ndimage
 from test_deep import ANGLES, ELEMENTS, FAST_DEEP, FAST_DENOISE, _specimen
 
@@ -28,13 +27,7 @@ from edxtomo.tomo import sirt
 SCALE = np.float32(0.37)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread, as in test_deep.py (a shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _exported(seed: int = 0, order: int = 1, sigma: float = 1.0, n: int = 32):

@@ -33,13 +33,7 @@ NY = 11  # slab sizes 3 and 4 do not divide it
 ROUNDING = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny arrays: one thread (a busy second core only slows the sparse products)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _counts(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -21,14 +21,7 @@ from edxtomo.tomo.tv import (
 ANGLES = np.linspace(-60, 60, 13)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small volumes: one thread. On a shared 2-core machine a second, busy core makes every
-    sparse product wait for it (measured 80 s instead of 1 s for the noise-free test)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _core_shell(n: int = 24) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.metrics import particle_region, psnr
@@ -27,13 +26,7 @@ TRUTH_GRID = np.geomspace(0.05, 50.0, 11)
 """Weights the truth tunes over: a factor 2 apart, wider than the search grids."""
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small volumes: one thread (a second, busy core makes every product wait for it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _specimen(n: int = 32) -> np.ndarray:
