@@ -68,6 +68,11 @@ class DeepResult:
     peak_memory_bytes: dict[str, int] = field(default_factory=dict)
     weight_curves: list[WeightCurves] = field(default_factory=list)
 
+    @property
+    def chosen_weights(self) -> dict[str, float]:
+        """Step b's weight by channel as chosen from the data (empty unless ``auto``)."""
+        return {name: w for curve in self.weight_curves for name, w in curve.as_dict().items()}
+
 
 def reconstruct_deep(
     projections: Mapping[str, np.ndarray],

@@ -27,7 +27,7 @@ from edxtomo.deep.selfcheck import run_selfcheck, write_selfcheck
 from edxtomo.io import HAADF, TiltSeries, atomic_path, write_stack, write_volume
 from edxtomo.options import DeepOptions, ReconstructOptions
 from edxtomo.tomo.device import resolve_device
-from edxtomo.tomo.weights import write_weights
+from edxtomo.tomo.weights import AUTO, write_weights
 
 log = logging.getLogger(__name__)
 
@@ -107,20 +107,37 @@ def run_deep(
              options.mbir.inner, options.enrich.steps, options.final.iterations)
 
     def steps(raw: TiltSeries, registered: TiltSeries, table: pd.DataFrame,
-              checkpoints: Path | None) -> tuple[DenoiseResult, DeepResult]:
-        return _steps_a_to_d(raw, registered, table, options, nz=nz, seed=seed,
+              run_options: DeepOptions, checkpoints: Path | None
+              ) -> tuple[DenoiseResult, DeepResult]:
+        return _steps_a_to_d(raw, registered, table, run_options, nz=nz, seed=seed,
                              device=device, checkpoint_dir=checkpoints, progress=progress)
 
-    denoised, result = steps(extracted, aligned, transforms, checkpoint_dir)
+    denoised, result = steps(extracted, aligned, transforms, options, checkpoint_dir)
     selfcheck = None
     if options.selfcheck:
+        # The check scores the weights this run uses: step b's `auto` is not searched again.
+        checked = with_step_b_weights(options, result.chosen_weights)
         held_out_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / "selfcheck"
         selfcheck = run_selfcheck(
             extracted, transforms,
-            lambda raw, registered, table: steps(raw, registered, table, held_out_dir)[1].volumes,
+            lambda raw, registered, table: steps(raw, registered, table, checked,
+                                                 held_out_dir)[1].volumes,
             tv_options or ReconstructOptions(nz=nz), seed=seed, device=device)
     return DeepRun(denoised, result, np.asarray(aligned.angles_deg), aligned.pixel_size_nm,
                    selfcheck)
+
+
+def with_step_b_weights(options: DeepOptions, weights: dict[str, float]) -> DeepOptions:
+    """``options`` with step b's weight fixed to ``weights`` (by channel) where it is ``auto``.
+
+    A rerun on part of the data (the self-check's half, a count-split replicate) then uses
+    the weights the full run chose instead of searching again, which costs as much as steps
+    b and d several times over.
+    """
+    if options.mbir.weight != AUTO or not weights:
+        return options
+    return options.model_copy(update={"mbir": options.mbir.model_copy(
+        update={"weight": dict(weights)})})
 
 
 def _steps_a_to_d(extracted: TiltSeries, aligned: TiltSeries, transforms: pd.DataFrame,

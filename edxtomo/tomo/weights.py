@@ -308,6 +308,22 @@ def write_weights(curves: Sequence[WeightCurves], path: str | Path) -> None:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
+def read_chosen_weights(path: str | Path) -> dict[str, float]:
+    """The chosen weight by channel from a ``weights.tsv`` (:func:`write_weights`).
+
+    Raises
+    ------
+    EdxtomoInputError
+        The file lacks the ``channel`` or ``chosen_weight`` column.
+    """
+    table = pd.read_csv(path, sep="\t")
+    if not {"channel", "chosen_weight"} <= set(table.columns):
+        raise EdxtomoInputError(f"{path}: not a weights table (needs the columns channel and "
+                                "chosen_weight)")
+    chosen = table.drop_duplicates("channel").set_index("channel")["chosen_weight"]
+    return {str(name): float(w) for name, w in chosen.items()}
+
+
 def refine_minimum(grid: np.ndarray, scores: np.ndarray) -> tuple[float, bool]:
     """Minimum of a sampled curve: a parabola in ``log w`` through the lowest point and
     its neighbours; and whether the lowest point is at the edge of the grid.
