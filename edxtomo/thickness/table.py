@@ -97,6 +97,7 @@ def particle_shell_maps(
     *,
     elements: Sequence[str] | None = None,
     center: str = PARTICLE_CENTER,
+    box: tuple[slice, ...] | None = None,
     **options,
 ) -> tuple[dict[str, ShellMaps], np.ndarray]:
     """Shell maps of every element of one particle.
@@ -119,6 +120,10 @@ def particle_shell_maps(
         Elements to measure; default all of ``volumes``.
     center : str
         See :func:`particle_center`.
+    box : tuple of slice, optional
+        The particle's region's bounding box, ``ndi.find_objects(regions)[particle - 1]``;
+        pass it when measuring many particles (one ``find_objects`` for all of them), since
+        finding it costs a pass over the whole volume.
     **options
         Passed to :func:`shell_thickness` (``step_deg``, ``threshold``, ...).
 
@@ -129,10 +134,12 @@ def particle_shell_maps(
         The centre in voxel indices of the full volume.
     """
     elements = list(elements) if elements is not None else list(volumes)
-    region = regions == particle
-    box = ndi.find_objects(region.astype(np.int8))[0]
+    if box is None:
+        box = ndi.find_objects(regions, max_label=particle)[particle - 1]
+    if box is None:
+        raise ValueError(f"particle {particle} has no region")
     offset = np.array([s.start for s in box], dtype=float)
-    inside = region[box]
+    inside = regions[box] == particle
     cropped = {
         name: np.where(inside, np.asarray(vol, dtype=np.float32)[box], np.float32(0))
         for name, vol in volumes.items()
@@ -207,12 +214,13 @@ def particle_thickness_table(
         return _no_particle_rows(elements, center), {}
 
     regions = particle_regions(labels, margin_vox)
+    boxes = ndi.find_objects(regions)
     all_maps: dict[tuple[int, str], ShellMaps] = {}
     numbers = particles["particle"].astype(int)
     for particle in tqdm(numbers, desc="shell thickness", unit="particle"):
         maps, center_vox = particle_shell_maps(
             volumes, regions, labels, particle, voxel_size_nm,
-            elements=elements, center=center, **options,
+            elements=elements, center=center, box=boxes[particle - 1], **options,
         )
         all_maps.update({(particle, name): m for name, m in maps.items()})
         log.info("particle %d: centre (z, y, x) = %s vox", particle, np.round(center_vox, 2))
