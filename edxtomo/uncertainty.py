@@ -39,6 +39,7 @@ from edxtomo.io import TiltSeries, write_volume
 from edxtomo.options import ReconstructOptions
 from edxtomo.thickness import jackknife_se
 from edxtomo.tomo.methods import reconstruct_series
+from edxtomo.tomo.weights import AUTO
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,7 @@ def method_replicates(
     options: ReconstructOptions,
     n_groups: int,
     *,
+    chosen_weights: dict[str, float] | None = None,
     seed: int = 0,
     device: str = "auto",
 ) -> list[dict[str, np.ndarray]]:
@@ -195,10 +197,14 @@ def method_replicates(
     options : ReconstructOptions
         The method's settings; ``deep`` runs its steps a-d with its budget and without its
         self-check, each replicate training its own networks from the seed. A weight set to
-        ``auto`` is chosen again on each replicate, so the intervals include the spread of
-        that choice.
+        ``auto`` is chosen again on each replicate unless ``chosen_weights`` is given.
     n_groups : int
         ``K``.
+    chosen_weights : dict of str to float, optional
+        The weights the full-data run chose for a weight set to ``auto`` (``tv``, or step
+        b of ``deep``), by channel (:func:`edxtomo.tomo.weights.read_chosen_weights`): the
+        replicates use them instead of choosing again (each choice costs several
+        reconstructions), so the intervals leave out the spread of that choice.
     seed : int
         Seeds the split and, for ``deep``, the training.
     device : {"auto", "cpu", "cuda"}
@@ -209,14 +215,20 @@ def method_replicates(
         ``K`` dicts of volumes ``(nz, ny, nx)`` by channel.
     """
     if method == "deep":
-        from edxtomo.deep import run_deep  # torch-heavy: only for the deep replicates
+        # torch-heavy: only for the deep replicates
+        from edxtomo.deep.run import run_deep, with_step_b_weights
 
-        deep = options.deep.model_copy(update={"selfcheck": False})
+        deep = with_step_b_weights(options.deep.model_copy(update={"selfcheck": False}),
+                                   chosen_weights or {})
 
         def reconstruct(raw: TiltSeries, aligned: TiltSeries) -> dict[str, np.ndarray]:
             return run_deep(raw, aligned, transforms, deep, nz=options.nz, seed=seed,
                             device=device, progress=False).result.volumes
     else:
+        if chosen_weights and options.tv.weight == AUTO:
+            options = options.model_copy(update={"tv": options.tv.model_copy(
+                update={"weight": dict(chosen_weights)})})
+
         def reconstruct(raw: TiltSeries, aligned: TiltSeries) -> dict[str, np.ndarray]:
             return reconstruct_series(aligned, method, options, device=device, seed=seed)
     return replicate_volumes(extracted, transforms, reconstruct, n_groups, seed)

@@ -133,3 +133,33 @@ def test_write_replicates_and_read_them_back(tmp_path):
     with pytest.raises(EdxtomoInputError, match="at least 2 replicate"):
         replicate_folders(folders[0])
 
+
+
+def test_tv_replicates_take_the_full_runs_chosen_weights(tmp_path):
+    # `weight: auto` with the full run's weights.tsv must give the same replicates as those
+    # weights written into the options: the choice is read back, not searched again.
+    from edxtomo.options import ReconstructOptions
+    from edxtomo.tomo.weights import WeightCurves, read_chosen_weights, write_weights
+    from edxtomo.uncertainty import method_replicates
+
+    counts = np.random.default_rng(6).poisson(20.0, (4, 8, 8)).astype(np.int32)
+    transforms = pd.DataFrame({"angle_deg": np.linspace(-60, 60, 4), "shift_x_px": 0.0,
+                               "shift_y_px": 0.0, "axis_rotation_deg": 0.0,
+                               "axis_offset_px": 0.0, "correlation": 1.0, "registered": True})
+    curves = WeightCurves(["Zn"], np.array([0.1, 1.0]), np.array([[2.0, 1.0]]),
+                          np.array([0.7]), "count halves")
+    write_weights([curves], tmp_path / "weights.tsv")
+    chosen = read_chosen_weights(tmp_path / "weights.tsv")
+    assert chosen == pytest.approx({"Zn": 0.7})
+
+    def replicates(weight, chosen_weights=None):
+        options = ReconstructOptions(nz=8, tv={"weight": weight, "iterations": 5})
+        return method_replicates(_series(counts), transforms, "tv", options, 2,
+                                 chosen_weights=chosen_weights, seed=1, device="cpu")
+
+    for read_back, written in zip(replicates("auto", chosen), replicates({"Zn": 0.7}),
+                                  strict=True):
+        np.testing.assert_array_equal(read_back["Zn"], written["Zn"])
+    with pytest.raises(EdxtomoInputError, match="not a weights table"):
+        pd.DataFrame({"channel": ["Zn"]}).to_csv(tmp_path / "bad.tsv", sep="\t")
+        read_chosen_weights(tmp_path / "bad.tsv")
