@@ -38,8 +38,7 @@ from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import TiltSeries, write_volume
 from edxtomo.options import ReconstructOptions
 from edxtomo.thickness import jackknife_se
-from edxtomo.tomo.methods import reconstruct_series
-from edxtomo.tomo.weights import AUTO
+from edxtomo.tomo.methods import reconstruct_series, with_tv_weights
 
 log = logging.getLogger(__name__)
 
@@ -225,9 +224,7 @@ def method_replicates(
             return run_deep(raw, aligned, transforms, deep, nz=options.nz, seed=seed,
                             device=device, progress=False).result.volumes
     else:
-        if chosen_weights and options.tv.weight == AUTO:
-            options = options.model_copy(update={"tv": options.tv.model_copy(
-                update={"weight": dict(chosen_weights)})})
+        options = with_tv_weights(options, chosen_weights or {})
 
         def reconstruct(raw: TiltSeries, aligned: TiltSeries) -> dict[str, np.ndarray]:
             return reconstruct_series(aligned, method, options, device=device, seed=seed)

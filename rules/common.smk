@@ -75,6 +75,14 @@ def torch_gpus(wildcards):
     )
 
 
+def selfcheck_tv(wildcards):
+    """The tv reconstruction whose chosen weights the deep self-check's tv reuses, if any."""
+    reconstruct = CONFIG.reconstruct
+    if reconstruct.deep.selfcheck and reconstruct.tv.weight == "auto":
+        return f"results/{wildcards.sample}/recon/tv"
+    return []
+
+
 def analyze_input(wildcards):
     """A reconstruction, and its count-split replicates when it gets intervals."""
     inputs = {"recon": f"results/{wildcards.sample}/recon/{wildcards.method}"}

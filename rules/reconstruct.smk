@@ -27,6 +27,7 @@ rule reconstruct_deep:
     input:
         extracted="results/{sample}/extracted",
         aligned="results/{sample}/aligned",
+        tv=selfcheck_tv,
     output:
         directory("results/{sample}/recon/deep"),
     log:

@@ -7,9 +7,15 @@ from edxtomo.deep import run_deep, write_deep_run
 from edxtomo.io import load_tilt_series
 from edxtomo.options import ReconstructOptions
 from edxtomo.runtime import rule_context
+from edxtomo.tomo.methods import with_tv_weights
+from edxtomo.tomo.weights import read_chosen_weights
 
 with rule_context(snakemake.log.log, snakemake.threads):
     options = ReconstructOptions.model_validate(snakemake.params.options)
+    tv_options = options
+    if snakemake.input.tv:  # the self-check's tv takes the weights the tv job chose (`auto`)
+        tv_options = with_tv_weights(
+            options, read_chosen_weights(Path(snakemake.input.tv, "weights.tsv")))
     run = run_deep(
         load_tilt_series(snakemake.input.extracted),
         load_tilt_series(snakemake.input.aligned),
@@ -19,6 +25,6 @@ with rule_context(snakemake.log.log, snakemake.threads):
         seed=snakemake.params.seed,
         device=snakemake.params.device,
         checkpoint_dir=snakemake.log.checkpoints,
-        tv_options=options,
+        tv_options=tv_options,
     )
     write_deep_run(run, snakemake.output[0])

@@ -87,6 +87,19 @@ def reconstruct_series(
     return dict(zip(names, volumes, strict=True))
 
 
+def with_tv_weights(options: ReconstructOptions, weights: dict[str, float]
+                    ) -> ReconstructOptions:
+    """``options`` with the TV weight fixed to ``weights`` (by channel) where it is ``auto``.
+
+    A rerun of ``tv`` on part of the data (the deep self-check's half, a count-split
+    replicate) then uses the weights the full run chose, instead of searching again.
+    """
+    if options.tv.weight != AUTO or not weights:
+        return options
+    return options.model_copy(update={"tv": options.tv.model_copy(
+        update={"weight": dict(weights)})})
+
+
 def tv_weight_curves(series: TiltSeries, options: ReconstructOptions, *, seed: int = 0,
                      device: str = "auto", raw: TiltSeries | None = None,
                      to_volume_frame=None) -> list[WeightCurves]:
