@@ -15,7 +15,8 @@ from edxtomo.simulate.acquisition import atomic_number
 from edxtomo.simulate.phantoms import build_specimen, voxelize
 from edxtomo.simulate.support import saturate_haadf, support_densities
 from edxtomo.tomo import project
-from edxtomo.tomo.fused import fit_haadf_model, fused_reconstruct
+from edxtomo.tomo.fused import fused_reconstruct
+from edxtomo.tomo.haadf_model import fit_haadf_model
 from edxtomo.tomo.tv import tv_kl
 
 PRESET = Path(__file__).resolve().parents[1] / "resources" / "specimens" / "qd_demo.yaml"
