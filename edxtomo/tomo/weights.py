@@ -16,13 +16,28 @@ as channels of one batched solve (one PDHG run holds every element times every w
 * **left-out tilts** (:func:`weights_by_left_out_tilts`), for maps that are not counts (float
   exports, denoised maps). The tilts are dealt into interleaved folds; each fold is
   reconstructed from the other tilts and its reprojection is compared with the measured
-  views at the left-out angles by a relative squared error, ``||P - V||^2 / ||V||^2``. Every
-  channel is divided by its mean first, and both solvers here are scale covariant, so maps
-  of any scale (counts times 0.37, or times 1000) get the same weight. The choice is the
-  one-standard-error rule (:func:`one_standard_error`): left-out views lie between measured
-  ones and never see the missing wedge, so their prediction tolerates less smoothing than
-  the volume needs; the least-smoothing minimum under-regularised step b by a factor 3-5
-  against the truth-optimal weight on simulated denoised views (``bench/README.md``).
+  views at the left-out angles. Two things make the lowest error the weight that is best
+  for the *volume*, not for the views:
+
+  - the error is weighted by ``|k_u|`` across the detector (:func:`ramp_norm`). By the
+    Fourier slice theorem a view at angle theta holds the volume's spectrum on one
+    central plane, and the volume's squared error is the integral over those planes with
+    the cylindrical Jacobian ``|k_u|``; the plain squared error of views weighs the
+    volume's high frequencies, where too little smoothing leaves its noise, ``1 / |k_u|``
+    too little, and chose 2-3 times too small a weight;
+  - each fold reconstructs at ``grid * n_kept / n_tilt``: the data term sums over views,
+    so a fold with fewer views needs proportionally less weight for the same balance (the
+    rule by which step d scales step b's weight to its dense views).
+
+  The measured views' own error is independent of the prediction when it is independent
+  between views (correlated or not within one): it adds the same constant to every
+  weight's score and moves no minimum. Every channel
+  is divided by its mean first, and both solvers here are scale covariant, so maps of any
+  scale (counts times 0.37, or times 1000) get the same weight. The folds reconstruct
+  only a band of ``BAND_ROWS`` y rows (along the tilt axis) with the most signal, which
+  chose the same weights as every row at a quarter of the cost at 64^3
+  (``bench/README.md``). The lowest summed error over the folds, refined like the count
+  halves', is the choice.
 
 A choice at the edge of the grid is kept and logged as a warning.
 """
@@ -55,6 +70,9 @@ demo specimen at 800 counts per element and tilt the truth-optimal weights lie i
 DENOISED_GRID = tuple(float(w) for w in np.geomspace(0.003, 1.0, 6))
 """Candidate weights of deep's step b, on denoised views (far less noise than raw counts)."""
 
+BAND_ROWS = 16
+"""y rows that a left-out-tilt search reconstructs (measured in ``bench/README.md``)."""
+
 SPLIT_STREAM = 0x3E1617
 """Mixed into the seed, so the weight split is not the denoiser's nor the self-check's."""
 
@@ -73,7 +91,8 @@ class WeightCurves:
         Candidate weights.
     scores : ndarray, shape (c, n_w)
         Held-out score of each weight (lower is better): mean Poisson deviance per pixel,
-        or the relative squared error of the left-out views.
+        or the ramp-weighted squared error of the left-out views summed over the folds,
+        relative to that norm of the views (:func:`ramp_norm`).
     chosen : ndarray, shape (c,)
         The weight used, after the refinement and the dose or view correction.
     method : str
@@ -177,6 +196,7 @@ def weights_by_left_out_tilts(
     *,
     folds: int | None = None,
     grid: Sequence[float] = GRID,
+    band_rows: int | None = BAND_ROWS,
     device: str | torch.device = "auto",
 ) -> WeightCurves:
     """Weights per channel from left-out tilts (see the module notes).
@@ -194,6 +214,9 @@ def weights_by_left_out_tilts(
         Interleaved folds: fold ``k`` leaves out tilts ``k, k + folds, ...``. Default 4, or
         ``n_tilt // 2`` for fewer than 8 tilts, so that every fold leaves out 2 tilts.
     grid : sequence of float
+    band_rows : int or None
+        Reconstruct and score only this many consecutive y rows (along the tilt axis), the
+        band that holds the most signal (:func:`signal_band`); None: every row.
     device : str or torch.device
         For the reprojection.
 
@@ -211,22 +234,74 @@ def weights_by_left_out_tilts(
     scale = np.abs(views).mean(axis=(1, 2, 3), keepdims=True)
     scale[scale == 0] = 1.0
     views = views / scale
+    rows = signal_band(views, band_rows)
+    views = views[:, :, rows]
     grid = np.asarray(grid, dtype=float)
     c, n_w = len(channels), len(grid)
     fold_scores = np.zeros((c, folds, n_w))
     for k in range(folds):
         out = np.zeros(n_tilt, bool)
         out[k::folds] = True
-        volumes = solve(np.repeat(views[:, ~out], n_w, axis=0), angles_deg[~out],
-                        np.tile(grid, c))
+        # the data term sums over views: the weight of n_tilt views, per view of this fold
+        per_view = np.tile(grid, c) * (n_tilt - out.sum()) / n_tilt
+        volumes = solve(np.repeat(views[:, ~out], n_w, axis=0), angles_deg[~out], per_view)
         predicted = np.asarray(project(volumes, angles_deg[out], device=device))
-        measured = np.repeat(views[:, out], n_w, axis=0)
-        error = ((predicted - measured) ** 2).reshape(c, n_w, -1).sum(axis=2)
-        norm = (views[:, out] ** 2).reshape(c, -1).sum(axis=1, keepdims=True)
-        fold_scores[:, k] = error / np.maximum(norm, 1e-30)
-    choices = [one_standard_error(grid, fold) for fold in fold_scores]
-    return _choose(list(channels), grid, fold_scores.mean(axis=1), choices,
-                   f"left-out tilts: {folds} interleaved folds, relative squared error")
+        error = ramp_norm(predicted - np.repeat(views[:, out], n_w, axis=0))
+        fold_scores[:, k] = error.reshape(c, n_w)
+    norm = ramp_norm(views).reshape(c, 1)
+    scores = fold_scores.sum(axis=1) / np.maximum(norm, 1e-30)
+    choices = [refine_minimum(grid, row) for row in scores]
+    return _choose(list(channels), grid, scores, choices,
+                   f"left-out tilts: {folds} interleaved folds, ramp-weighted squared error, "
+                   f"rows {rows.start}-{rows.stop - 1}")
+
+
+def signal_band(views: np.ndarray, band_rows: int | None) -> slice:
+    """The ``band_rows`` consecutive y rows holding the most signal, over all channels.
+
+    Parameters
+    ----------
+    views : ndarray, shape (c, n_tilt, ny, nx)
+        Maps, each channel of mean 1 (so that every channel counts alike).
+    band_rows : int or None
+        Rows in the band; None or at least ``ny``: every row.
+
+    Returns
+    -------
+    slice
+        Along y.
+    """
+    ny = views.shape[2]
+    if band_rows is None or band_rows >= ny:
+        return slice(0, ny)
+    per_row = np.abs(views).sum(axis=(0, 1, 3), dtype=np.float64)
+    window = np.convolve(per_row, np.ones(band_rows), mode="valid")
+    start = int(np.argmax(window))
+    return slice(start, start + band_rows)
+
+
+def ramp_norm(stacks: np.ndarray) -> np.ndarray:
+    """``sum |k_u| |FFT_u(p)|^2`` per leading index: the squared error of a volume on the
+    central planes of the views' angles (Fourier slice theorem, cylindrical ``d^3k``).
+
+    Parameters
+    ----------
+    stacks : ndarray, shape (..., n, ny, nx)
+        Projections (or residuals of them), detector u along the last axis.
+
+    Returns
+    -------
+    ndarray, shape (...)
+        With ``k_u`` in cycles per pixel; the zero-frequency bin takes the mean of ``|k_u|``
+        over its width, ``1 / (4 nx)``.
+    """
+    nx = stacks.shape[-1]
+    ramp = np.abs(np.fft.rfftfreq(nx))
+    ramp[0] = 1.0 / (4 * nx)
+    # rfft holds each non-zero, non-Nyquist frequency once for its +-k pair: count it twice
+    ramp[1:(nx + 1) // 2] *= 2
+    power = np.abs(np.fft.rfft(stacks.astype(np.float64), axis=-1)) ** 2
+    return (power * ramp).sum(axis=(-3, -2, -1))
 
 
 def tv_kl_weights(
@@ -346,37 +421,6 @@ def refine_minimum(grid: np.ndarray, scores: np.ndarray) -> tuple[float, bool]:
     a, b, _ = np.polyfit(x, scores[i - 1:i + 2], 2)
     vertex = -b / (2 * a) if a > 0 else x[1]
     return float(np.exp(np.clip(vertex, x[0], x[2]))), False
-
-
-def one_standard_error(grid: np.ndarray, fold_scores: np.ndarray) -> tuple[float, bool]:
-    """The one-standard-error rule (Hastie, Tibshirani and Friedman, *The Elements of
-    Statistical Learning*, 7.10): the largest weight whose mean held-out score exceeds the
-    minimum's by at most one standard error of the paired fold differences, interpolated in
-    ``log w`` where that excess crosses zero; and whether the choice is at the edge of the
-    grid.
-
-    Parameters
-    ----------
-    grid : ndarray, shape (n_w,)
-        Increasing candidate weights, > 0.
-    fold_scores : ndarray, shape (folds, n_w)
-        Held-out score of every weight in every fold.
-
-    Returns
-    -------
-    weight : float
-    at_edge : bool
-    """
-    best = int(np.argmin(fold_scores.mean(axis=0)))
-    diff = fold_scores - fold_scores[:, [best]]
-    excess = diff.mean(axis=0) - diff.std(axis=0, ddof=1) / np.sqrt(len(fold_scores))
-    above = [k for k in range(best + 1, len(grid)) if excess[k] > 0]
-    if not above:
-        return float(grid[-1]), True
-    k = above[0]
-    t = -excess[k - 1] / (excess[k] - excess[k - 1])
-    log_w = np.log(grid[k - 1]) + t * (np.log(grid[k]) - np.log(grid[k - 1]))
-    return float(np.exp(log_w)), bool(np.isclose(log_w, np.log(grid[0])))
 
 
 def _choose(channels: list[str], grid: np.ndarray, scores: np.ndarray,
