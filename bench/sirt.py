@@ -6,7 +6,9 @@ process, so its wall time (reconstruction only: imports excluded, system-matrix 
 and worker start-up included) and peak resident memory are its own. Peak memory is the larger
 of the process tree's RSS sampled every 20 ms and the worker's own ``VmHWM``; it includes
 about 240 MB of imported Python, numpy, torch and ASTRA.
-RMSE is against the phantom, over the slices every method reconstructed.
+RMSE is against the phantom, over the slices every method reconstructed. Every worker gets
+the environment of the workflow's jobs (``edxtomo.runtime.JOB_ENVIRONMENT``: idle OpenMP
+threads sleep, ``OMP_WAIT_POLICY=PASSIVE``) unless it is set already; the table says which.
 
 CPU methods:
 - ``torch``: ``edxtomo.tomo.sirt`` (sparse strip-area matrix, all slices batched).
@@ -43,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+
+from edxtomo.runtime import set_job_environment
 
 CPU_METHODS = ("torch", "astra", "scipy")
 GPU_METHODS = ("torch-cuda", "astra-cuda-2d", "astra-cuda-3d")
@@ -334,11 +338,13 @@ def main() -> None:
         worker(args.worker, args.workdir, args.iterations, args.workers)
         return
 
+    # Before torch loads OpenMP, which reads the wait policy once; the workers inherit it.
+    set_job_environment()
     import torch
 
     print(
         f"CPU: {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads)"
+        f"({torch.get_num_threads()} threads), OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
     )
     benchmark(args.methods.split(","), args.size, args.slices, args, args.astra_slices)
     if torch.cuda.is_available():

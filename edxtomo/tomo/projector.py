@@ -160,12 +160,21 @@ def _cached_operators(angles_key: tuple[float, ...], nx: int, nz: int, device: s
     )
 
 
-def _blocked_product(matrix: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
-    """``matrix @ blocks[b]`` for every block: ``(nb, k, bs) -> (nb, m, bs)``."""
+def _blocked_product(
+    matrix: torch.Tensor, blocks: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``matrix @ blocks[b]`` for every block: ``(nb, k, bs) -> (nb, m, bs)``, into ``out``.
+
+    ``addmm_`` with ``beta=0`` overwrites ``out`` (NaN in it is not propagated) and is the
+    same sparse-dense call as ``torch.mm``, so the result is identical to the last bit;
+    ``torch.mm`` also zero-fills a new output and copies it (about 10% of a SIRT iteration
+    at 64 x 128^2 on the CPU, ``bench/README.md``).
+    """
     blocks = blocks.contiguous()
-    out = blocks.new_empty((blocks.shape[0], matrix.shape[0], blocks.shape[2]))
+    if out is None:
+        out = blocks.new_empty((blocks.shape[0], matrix.shape[0], blocks.shape[2]))
     for b in range(blocks.shape[0]):
-        torch.mm(matrix, blocks[b], out=out[b])
+        out[b].addmm_(matrix, blocks[b], beta=0)
     return out
 
 
@@ -250,12 +259,27 @@ class Projector:
         columns = blocks.permute(1, 0, 2).reshape(rows, n_block * width)[:, : channels * ny]
         return columns.reshape(rows // self.nx, self.nx, channels, ny).permute(2, 0, 3, 1)
 
-    def forward_columns(self, blocks: torch.Tensor) -> torch.Tensor:
-        """Project volume columns ``(nb, nz*nx, bs)`` to ``(nb, n_tilt*nx, bs)``."""
+    def forward_columns(
+        self, blocks: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Project volume columns ``(nb, nz*nx, bs)`` to ``(nb, n_tilt*nx, bs)``.
+
+        With ``out`` (contiguous, that shape) the result is written there and not tracked by
+        autograd: for iterative solvers that reuse their buffers under ``torch.no_grad``.
+        """
+        if out is not None:
+            return _blocked_product(self.matrix, blocks, out)
         return _SparseProduct.apply(blocks, self.matrix, self.transpose)
 
-    def adjoint_columns(self, blocks: torch.Tensor) -> torch.Tensor:
-        """Backproject columns ``(nb, n_tilt*nx, bs)`` to ``(nb, nz*nx, bs)``."""
+    def adjoint_columns(
+        self, blocks: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Backproject columns ``(nb, n_tilt*nx, bs)`` to ``(nb, nz*nx, bs)``.
+
+        ``out`` as in :meth:`forward_columns`.
+        """
+        if out is not None:
+            return _blocked_product(self.transpose, blocks, out)
         return _SparseProduct.apply(blocks, self.transpose, self.matrix)
 
     def _apply(self, data: torch.Tensor, n_in: int, adjoint: bool) -> torch.Tensor:

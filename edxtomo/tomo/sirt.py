@@ -59,12 +59,15 @@ def _sirt_torch(
             sino = torch.from_numpy(np.ascontiguousarray(data[:, :, y0:y1]))
             b = projector.to_columns(sino.to(projector.device))
             x = torch.zeros((b.shape[0], nz * nx, b.shape[2]), dtype=torch.float32, device=b.device)
+            # Buffers reused by every iteration: no allocation inside the loop.
+            residual, update = torch.empty_like(b), torch.empty_like(x)
             b_norm = float(torch.linalg.vector_norm(b)) or 1.0
             for it in range(1, iterations + 1):
-                residual = projector.forward_columns(x)
+                projector.forward_columns(x, out=residual)
                 torch.sub(b, residual, out=residual)
                 norm = float(torch.linalg.vector_norm(residual))
-                x.addcmul_(projector.adjoint_columns(residual.mul_(inv_row)), inv_col)
+                projector.adjoint_columns(residual.mul_(inv_row), out=update)
+                x.addcmul_(update, inv_col)
                 if nonneg:
                     x.clamp_(min=0)
                 bar.update()
