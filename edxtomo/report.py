@@ -430,3 +430,33 @@ def plot_weights(table: pd.DataFrame, path: str | os.PathLike, title: str = "") 
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
     _save(fig, path)
 
+
+
+def plot_haadf_model(fit: pd.DataFrame, path: str | os.PathLike, title: str = "") -> None:
+    """The HAADF model of ``fused`` (``recon/fused/haadf_model.tsv``,
+    :func:`edxtomo.tomo.fused.write_fit`): the fitted ``gamma``, scale ``s`` and mean offset
+    ``b``, the HAADF weight, and a bar of the shares of the HAADF above its offsets that the
+    elements and the residual volume reproject (the rest is unexplained)."""
+    row = fit.iloc[0]
+    explained, residual = float(row["explained_share"]), float(row["residual_share"])
+    fig, (text, bar) = plt.subplots(1, 2, figsize=(7, 2.4), width_ratios=(1.1, 1))
+    lines = [f"gamma = {row['gamma']:.2f} +- {row['gamma_sd']:.2f}",
+             f"scale s = {row['scale']:.4g} (HAADF per Z^gamma count / k)",
+             f"offset b = {row['offset_mean']:.4g} (mean over tilts)",
+             f"HAADF weight m = {row['haadf_weight']:g} (0: fusion off)",
+             f"HAADF noise sigma = {row['haadf_noise_sigma']:.3g}",
+             f"bins fitted = {100 * row['inlier_fraction']:.0f}%"]
+    text.text(0, 0.5, "\n".join(lines), va="center", family="monospace", fontsize=8)
+    text.set_axis_off()
+    shares = {"elements": explained, "residual": residual,
+              "unexplained": 1.0 - explained - residual}
+    colors = ("tab:blue", "tab:orange", "tab:gray")
+    bar.barh(list(shares), [100 * v for v in shares.values()], color=colors)
+    for y, value in enumerate(shares.values()):
+        bar.text(max(100 * value, 0), y, f" {100 * value:.1f}%", va="center", fontsize=8)
+    bar.axvline(0, color="black", lw=0.8)
+    bar.set_xlabel("share of the HAADF above its offsets (%)")
+    bar.invert_yaxis()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    _save(fig, path)

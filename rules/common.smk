@@ -124,6 +124,8 @@ def final_targets():
     ]
     if "deep" in RECON_METHODS:
         targets += expand("results/figures/{sample}/selfcheck.png", sample=SAMPLES)
+    if "fused" in RECON_METHODS:
+        targets += expand("results/figures/{sample}/haadf_model.png", sample=SAMPLES)
     targets += expand(
         "results/figures/{sample}/weights_{method}.png",
         sample=SAMPLES,

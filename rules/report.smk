@@ -187,3 +187,22 @@ rule figure_weights:
     threads: 1
     script:
         "../scripts/figure_weights.py"
+
+
+rule figure_haadf_model:
+    input:
+        "results/{sample}/recon/fused",
+    output:
+        report(
+            "results/figures/{sample}/haadf_model.png",
+            caption="../resources/report/haadf_model.rst",
+            category="Reconstructions",
+            subcategory="{sample}",
+        ),
+    log:
+        "logs/figures/{sample}_haadf_model.log",
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    script:
+        "../scripts/figure_haadf_model.py"

@@ -19,11 +19,19 @@ import torch
 from edxtomo.deep.enrich import enrich_views
 from edxtomo.deep.training import fingerprint
 from edxtomo.errors import EdxtomoInputError
-from edxtomo.io import atomic_path
-from edxtomo.options import DeepOptions, MbirOptions, channel_weights, parse_options
+from edxtomo.io import HAADF, atomic_path
+from edxtomo.options import (
+    DeepOptions,
+    FusedOptions,
+    MbirOptions,
+    channel_weights,
+    parse_options,
+)
 from edxtomo.options.deep import MBIR_WEIGHT
 from edxtomo.tomo.device import resolve_device
 from edxtomo.tomo.fbp import fbp
+from edxtomo.tomo.fused import fused_reconstruct
+from edxtomo.tomo.methods import atomic_numbers
 from edxtomo.tomo.sirt import sirt
 from edxtomo.tomo.tv import mbir_l2, tv_kl
 from edxtomo.tomo.weights import (
@@ -84,6 +92,7 @@ def reconstruct_deep(
     nz: int | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    fused: FusedOptions | None = None,
 ) -> DeepResult:
     """Model-based reconstruction, view enrichment and final reconstruction.
 
@@ -105,6 +114,9 @@ def reconstruct_deep(
         Keeps the model-based volume (``mbir.npz``) and the enrichment checkpoint, so an
         interrupted run resumes.
     progress : bool
+    fused : FusedOptions, optional
+        The HAADF model's settings (``sensitivity``, ``gamma_range``, ``residual_cost``, a
+        numeric ``haadf_weight``) for ``mbir.data: fused``; default ``FusedOptions()``.
 
     Returns
     -------
@@ -120,9 +132,10 @@ def reconstruct_deep(
     if not np.all(np.isfinite(stack)):
         raise EdxtomoInputError("the denoised projections hold NaN or infinite values")
     angles_deg = np.asarray(angles_deg, dtype=float)
+    fused = fused or FusedOptions()
 
     clock = _Clock(dev)
-    volumes, curves = _cached_mbir(stack, angles_deg, mbir_opts, elements, nz, dev,
+    volumes, curves = _cached_mbir(stack, angles_deg, mbir_opts, elements, fused, nz, dev,
                                    checkpoint_dir, progress)
     mbir_opts = mbir_opts.model_copy(update={"weight": _weights_of(curves, mbir_opts, elements)})
     clock.lap("mbir")
@@ -135,12 +148,14 @@ def reconstruct_deep(
         weight = mbir_opts.weight if final_opts.weight is None else final_opts.weight
         scaled = np.multiply(channel_weights(weight, elements, MBIR_WEIGHT),
                              len(dense) / len(angles_deg))
-        dense_opts = MbirOptions(data=mbir_opts.data,
+        # data: fused ends with kl: fusing the enriched views lost 3-12 dB on every element
+        # against kl in step d (48^3, 7 tilts; bench/README.md)
+        dense_opts = MbirOptions(data="kl" if mbir_opts.data == "fused" else mbir_opts.data,
                                  weight=dict(zip(elements, scaled.tolist(), strict=True)),
                                  outer=final_opts.iterations, inner=1,
                                  slab_slices=mbir_opts.slab_slices,
                                  memory_gib=mbir_opts.memory_gib)
-        final_volumes = _model_based(enriched, dense, dense_opts, elements, nz, dev,
+        final_volumes = _model_based(enriched, dense, dense_opts, elements, fused, nz, dev,
                                      progress)
     elif final_opts.method == "sirt":
         final_volumes = sirt(enriched, dense, iterations=final_opts.iterations, device=dev,
@@ -196,17 +211,20 @@ def _weights_of(curves: list[WeightCurves], opts: MbirOptions, elements: list[st
 
 
 def _model_based(stack: np.ndarray, angles_deg: np.ndarray, opts: MbirOptions,
-                 elements: list[str], nz: int | None, dev: torch.device,
-                 progress: bool) -> np.ndarray:
-    """TV-KL or least-squares model-based reconstruction of ``(c, n, ny, nx)`` views."""
+                 elements: list[str], fused: FusedOptions, nz: int | None,
+                 dev: torch.device, progress: bool) -> np.ndarray:
+    """TV-KL, fused or least-squares model-based reconstruction of ``(c, n, ny, nx)`` views."""
     weights = channel_weights(opts.weight, elements, MBIR_WEIGHT)
-    return _solve_mbir(stack, angles_deg, opts, weights, nz, dev, progress)
+    return _solve_mbir(stack, angles_deg, opts, weights, elements, fused, nz, dev, progress)
 
 
 def _solve_mbir(stack: np.ndarray, angles_deg: np.ndarray, opts: MbirOptions,
-                weights: Sequence[float], nz: int | None, dev: torch.device,
-                progress: bool) -> np.ndarray:
+                weights: Sequence[float], channels: list[str], fused: FusedOptions,
+                nz: int | None, dev: torch.device, progress: bool) -> np.ndarray:
     """Step b's objective with one weight per channel of ``stack``."""
+    if opts.data == "fused":
+        return _solve_fused(stack, angles_deg, opts, weights, channels, fused, nz, dev,
+                            progress)
     if opts.data == "kl":
         return tv_kl(np.maximum(stack, 0), angles_deg, weight=weights,
                      iterations=opts.outer * opts.inner, nz=nz, device=dev, progress=progress,
@@ -216,25 +234,61 @@ def _solve_mbir(stack: np.ndarray, angles_deg: np.ndarray, opts: MbirOptions,
                    slab_slices=opts.slab_slices, memory_gib=opts.memory_gib)
 
 
+def _solve_fused(stack: np.ndarray, angles_deg: np.ndarray, opts: MbirOptions,
+                 weights: Sequence[float], channels: list[str], fused: FusedOptions,
+                 nz: int | None, dev: torch.device, progress: bool) -> np.ndarray:
+    """``data: fused``: the fused objective (:func:`edxtomo.tomo.fused.fused_reconstruct`)
+    on the element maps and the HAADF channel of ``stack``.
+
+    The denoised maps keep count units and an error that grows with the rate, so their term
+    stays KL (as ``data: kl``), with no background (they are net counts), clipped at 0. Their
+    noise is far below Poisson, so the HAADF model is fitted taking them as exact. Count
+    halves do not exist for them: ``haadf_weight: auto`` becomes 1, the HAADF's own
+    likelihood. The HAADF channel's volume is the model's, ``s sum_e Z_e^gamma c_e / k_e +
+    r``.
+    """
+    if HAADF not in channels:
+        raise EdxtomoInputError("reconstruct.deep.mbir.data: fused needs a HAADF channel; the "
+                                f"series has {channels}")
+    h = channels.index(HAADF)
+    keep = [i for i in range(len(channels)) if i != h]
+    names = [channels[i] for i in keep]
+    if not names:
+        raise EdxtomoInputError("reconstruct.deep.mbir.data: fused needs at least one element")
+    maps = np.maximum(stack[keep], 0)
+    haadf_weight = 1.0 if fused.haadf_weight == AUTO else float(fused.haadf_weight)
+    result = fused_reconstruct(
+        maps, np.zeros_like(maps), stack[h], angles_deg, atomic_numbers(names),
+        channel_weights(fused.sensitivity, names, 1.0), [weights[i] for i in keep],
+        haadf_weight=haadf_weight, gamma_range=fused.gamma_range,
+        residual_cost=fused.residual_cost, iterations=opts.outer * opts.inner,
+        count_noise=False, nz=nz, device=dev, progress=progress)
+    volumes = np.empty((len(channels), *result.residual.shape), np.float32)
+    volumes[keep] = result.volumes
+    volumes[h] = result.haadf_volume()
+    return volumes
+
+
 def _step_b_weights(stack: np.ndarray, angles_deg: np.ndarray, opts: MbirOptions,
-                    elements: list[str], nz: int | None, dev: torch.device
-                    ) -> list[WeightCurves]:
+                    elements: list[str], fused: FusedOptions, nz: int | None,
+                    dev: torch.device) -> list[WeightCurves]:
     """``mbir.weight: auto``: step b's weights from left-out tilts of the denoised views
     (:func:`edxtomo.tomo.weights.weights_by_left_out_tilts`); the denoised maps are not
     Poisson counts, so count halves do not apply."""
     def solve(views: np.ndarray, angles: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        return _solve_mbir(views, angles, opts, weights, nz, dev, False)
+        return _solve_mbir(views, angles, opts, weights, elements, fused, nz, dev, False)
 
     return [weights_by_left_out_tilts(stack, angles_deg, elements, solve,
                                       grid=DENOISED_GRID, device=dev)]
 
 
-def _cached_mbir(stack, angles_deg, opts: MbirOptions, elements, nz, dev, checkpoint_dir,
-                 progress) -> tuple[np.ndarray, list[WeightCurves]]:
+def _cached_mbir(stack, angles_deg, opts: MbirOptions, elements, fused: FusedOptions, nz,
+                 dev, checkpoint_dir, progress) -> tuple[np.ndarray, list[WeightCurves]]:
     """Step b (and its weight search for ``auto``), reusing a finished result kept in
     ``checkpoint_dir`` for the same input."""
+    settings = {"fused": fused.model_dump()} if opts.data == "fused" else {}
     key = fingerprint(stack, angles_deg, nz=nz, options=opts.model_dump(),
-                      elements=elements)
+                      elements=elements, **settings)
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / "mbir.npz"
     if path is not None and path.exists():
         with np.load(path, allow_pickle=False) as cached:
@@ -244,10 +298,10 @@ def _cached_mbir(stack, angles_deg, opts: MbirOptions, elements, nz, dev, checkp
                                        cached["chosen"], str(cached["method"]))
                           ] if cached["grid"].size else []
                 return cached["volumes"], curves
-    curves = (_step_b_weights(stack, angles_deg, opts, elements, nz, dev)
+    curves = (_step_b_weights(stack, angles_deg, opts, elements, fused, nz, dev)
               if opts.weight == AUTO else [])
     weights = list(_weights_of(curves, opts, elements).values())
-    volumes = _solve_mbir(stack, angles_deg, opts, weights, nz, dev, progress)
+    volumes = _solve_mbir(stack, angles_deg, opts, weights, elements, fused, nz, dev, progress)
     if path is not None:
         curve = curves[0] if curves else WeightCurves(elements, np.zeros(0), np.zeros((0, 0)),
                                                       np.zeros(0), "")

@@ -105,9 +105,10 @@ class MbirOptions(Options):
     and their error grows with the rate (measured +0.4 dB core, +0.6 and +1.0 dB shells).
     """
 
-    data: Literal["kl", "l2"] = "kl"
-    """data term: `kl` (Poisson, on the denoised net counts clipped at 0) or `l2` (least squares,
-    as in Han et al.)"""
+    data: Literal["kl", "l2", "fused"] = "kl"
+    """data term: `kl` (Poisson, on the denoised net counts clipped at 0), `l2` (least squares, as
+    in Han et al.) or `fused` (`kl` plus the HAADF as a Z^gamma sum of the elements, as method
+    `fused`; needs a HAADF; step d then uses `kl`)"""
     reg: Literal["tv", "l1"] = "tv"
     """regulariser; `l1` with `data: l2` only"""
     weight: AutoWeight = "auto"
@@ -130,8 +131,8 @@ class MbirOptions(Options):
 
     @model_validator(mode="after")
     def _kl_needs_tv_pdhg(self) -> MbirOptions:
-        if self.data == "kl" and (self.reg != "tv" or self.solver != "pdhg"):
-            raise ValueError("data 'kl' works with reg 'tv' and solver 'pdhg'")
+        if self.data != "l2" and (self.reg != "tv" or self.solver != "pdhg"):
+            raise ValueError(f"data '{self.data}' works with reg 'tv' and solver 'pdhg'")
         return self
 
 

@@ -75,6 +75,11 @@ class FusedResult:
     explained_share: float
     residual_share: float
 
+    def haadf_volume(self) -> np.ndarray:
+        """The model's HAADF volume ``s sum_e Z_e^gamma c_e / k_e + r``, ``(nz, ny, nx)``."""
+        volume = np.tensordot(self.model.coefficients, self.volumes, axes=1) + self.residual
+        return volume.astype(np.float32)
+
 
 def fused_pdhg(
     counts: np.ndarray,
@@ -237,6 +242,7 @@ def fused_reconstruct(
     iterations: int = 150,
     seed: int = 0,
     halves: tuple[np.ndarray, np.ndarray] | None = None,
+    count_noise: bool = True,
     nz: int | None = None,
     device: str | torch.device = "auto",
     progress: bool = True,
@@ -268,6 +274,10 @@ def fused_reconstruct(
         For ``"auto"``: two independent halves of the counts, each ``(n_element, n_tilt,
         ny, nx)`` (split before alignment, as integers, then aligned); default: the
         binomial split of ``counts`` (integers) here.
+    count_noise : bool
+        ``counts`` are Poisson counts; False for float maps in count units with far less
+        noise (denoised), which the HAADF model fit then takes as exact
+        (:func:`~edxtomo.tomo.haadf_model.fit_haadf_model`).
     nz : int, optional
     device : str or torch.device
     progress : bool
@@ -286,7 +296,7 @@ def fused_reconstruct(
         raise EdxtomoInputError(f"HAADF {haadf.shape} does not match the X-ray maps "
                                 f"{counts.shape[1:]}")
     model = fit_haadf_model(counts, background, haadf, atomic_numbers, sensitivity,
-                            gamma_range)
+                            gamma_range, count_noise=count_noise)
     common = {"residual_cost": residual_cost, "iterations": iterations, "nz": nz,
               "device": device, "progress": progress}
     if haadf_weight == "auto":

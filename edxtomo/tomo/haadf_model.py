@@ -71,6 +71,7 @@ def fit_haadf_model(
     sensitivity: Sequence[float],
     gamma_range: tuple[float, float] = (1.6, 1.8),
     bin_px: int = 4,
+    count_noise: bool = True,
 ) -> HaadfModel:
     """Fit ``gamma``, ``s`` and ``b_t`` of the HAADF model to the raw projections.
 
@@ -86,6 +87,10 @@ def fit_haadf_model(
         Prior range of ``gamma``; the fit searches it in steps of :data:`GAMMA_STEP`.
     bin_px : int
         Pixels per side of the bins the regression runs on.
+    count_noise : bool
+        The counts carry Poisson noise (their variance enters the fit). False for maps whose
+        noise is far below Poisson (denoised): an ordinary least-squares fit, since a
+        Poisson variance they do not have would push the fitted scale up.
 
     Returns
     -------
@@ -104,7 +109,7 @@ def fit_haadf_model(
     # empty bins keep a finite weight
     binned = _bin(counts, bin_px)
     around = uniform_filter(binned, size=(1, 1, 3, 3), mode="nearest") * 9 - binned
-    var = (around / 8 + 1.0) / k[:, None, None, None] ** 2
+    var = (around / 8 + 1.0) / k[:, None, None, None] ** 2 * float(count_noise)
     h = _bin(haadf[None], bin_px)[0]
     gammas = np.arange(lo, hi + GAMMA_STEP / 2, GAMMA_STEP)
     inlier = np.ones(h.shape, dtype=bool)

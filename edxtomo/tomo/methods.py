@@ -199,17 +199,16 @@ def fused_series(series: TiltSeries, options: ReconstructOptions, *, seed: int =
         halves = tuple(np.stack([to_volume_frame(pair[k]) for pair in split]) for k in (0, 1))
     result = fused_reconstruct(
         counts, background, series.summed(HAADF).astype(np.float32), series.angles_deg,
-        _atomic_numbers(names), channel_weights(fused.sensitivity, names, 1.0),
+        atomic_numbers(names), channel_weights(fused.sensitivity, names, 1.0),
         channel_weights(fused.weight, names, TV_WEIGHT), haadf_weight=fused.haadf_weight,
         gamma_range=fused.gamma_range, residual_cost=fused.residual_cost,
         iterations=fused.iterations, seed=seed, halves=halves, nz=options.nz, device=device)
-    haadf = np.tensordot(result.model.coefficients, result.volumes, axes=1) + result.residual
-    volumes = {HAADF: haadf.astype(np.float32)}
+    volumes = {HAADF: result.haadf_volume()}
     volumes.update(zip(names, result.volumes, strict=True))
     return volumes, result
 
 
-def _atomic_numbers(elements: list[str]) -> list[int]:
+def atomic_numbers(elements: list[str]) -> list[int]:
     """Atomic numbers from exspy's element database."""
     from exspy.material import elements as database
 
