@@ -439,7 +439,7 @@ def plot_haadf_model(fit: pd.DataFrame, path: str | os.PathLike, title: str = ""
     elements and the residual volume reproject (the rest is unexplained)."""
     row = fit.iloc[0]
     explained, residual = float(row["explained_share"]), float(row["residual_share"])
-    fig, (text, bar) = plt.subplots(1, 2, figsize=(7, 2.4), width_ratios=(1.1, 1))
+    fig, (text, bar) = plt.subplots(1, 2, figsize=(8.5, 2.4), width_ratios=(1.5, 1))
     lines = [f"gamma = {row['gamma']:.2f} +- {row['gamma_sd']:.2f}",
              f"scale s = {row['scale']:.4g} (HAADF per Z^gamma count / k)",
              f"offset b = {row['offset_mean']:.4g} (mean over tilts)",
