@@ -23,7 +23,13 @@ them; the deep pipeline runs with its defaults):
 * ``SIRT noise-free (300 it.)`` -- the moonshot reference;
 * ``fused`` -- :func:`edxtomo.tomo.fused.fused_reconstruct`, HAADF weight 1 (the HAADF's
   own likelihood), TV weight in {0.3, 1, 3} tuned like TV-KL's, 150 iterations; the
-  sensitivities (counts per atom) are the simulation's, as a k-factor calibration gives.
+  sensitivities (counts per atom) are the simulation's, as a k-factor calibration gives;
+* ``deep b: fused step b``, ``deep, mbir.data: fused`` (group ``deepfused``, with ``deep``) --
+  steps b-d again on the same denoised maps plus the HAADF, with ``mbir.data: fused`` and the
+  simulation's sensitivities.
+
+``--budget fast`` and ``--mbir-weight`` shorten CPU runs (the tables above them: full budget,
+step b's weight ``auto``).
 
 Usage::
 
@@ -46,7 +52,7 @@ import yaml
 
 from edxtomo.deep import denoise_projections, reconstruct_deep
 from edxtomo.metrics import particle_region, psnr, ssim3d
-from edxtomo.options import DeepOptions
+from edxtomo.options import DeepOptions, FusedOptions
 from edxtomo.options.deep import MBIR_WEIGHT
 from edxtomo.simulate.acquisition import atomic_number
 from edxtomo.simulate.counts import count_series, phantom_volumes
@@ -59,10 +65,15 @@ log = logging.getLogger("bench.quality")
 
 PRESET = Path(__file__).resolve().parents[1] / "resources" / "specimens" / "qd_demo.yaml"
 ELEMENTS = ["In", "P", "Zn", "Se", "S"]
-GROUPS = ("classical", "deep", "reference", "fused")
-# The library defaults follow the device (budget auto); the tables are measured with
-# the full training on every device.
-FULL_BUDGET, _ = DeepOptions(budget="full").with_budget("cpu")
+GROUPS = ("classical", "deep", "reference", "fused", "deepfused")
+
+
+def deep_options(budget: str = "full", mbir_weight: float | None = None) -> DeepOptions:
+    """The deep settings of the rows: the library defaults follow the device (budget auto);
+    the tables are measured with one named budget on every device."""
+    mbir = {} if mbir_weight is None else {"weight": mbir_weight}
+    options = DeepOptions.model_validate({"budget": budget, "mbir": mbir})
+    return options.with_budget("cpu")[0]
 
 
 def make_specimen(size: int, seed: int, angles_deg: np.ndarray, counts: float,
@@ -97,7 +108,7 @@ def _tuned(candidates: dict, truth, region) -> tuple[dict, dict]:
 
 
 def run_case(size: int, seed: int, n_tilts: int, counts: float, device: str,
-             groups: tuple[str, ...] = GROUPS) -> list[dict]:
+             groups: tuple[str, ...] = GROUPS, deep: DeepOptions | None = None) -> list[dict]:
     angles = np.linspace(-60, 60, n_tilts)
     series, truth, expected = make_specimen(size, seed, angles, counts)
     region = particle_region(truth)
@@ -117,8 +128,10 @@ def run_case(size: int, seed: int, n_tilts: int, counts: float, device: str,
 
     if "classical" in groups:
         _classical(angles, net, gross, background, truth, region, seed, device, add)
+    deep = deep or deep_options()
     if "deep" in groups:
-        _deep(series, angles, truth, region, seed, device, add)
+        _deep(series, angles, truth, region, seed, device, add, deep,
+              _sensitivity(expected, truth, angles) if "deepfused" in groups else None)
     if "reference" in groups:
         _reference(expected, angles, truth, region, device, add)
     if "fused" in groups:
@@ -157,10 +170,12 @@ def _classical(angles, net, gross, background, truth, region, seed, device, add)
         dict(zip(ELEMENTS, np.round(weights, 3), strict=True)))
 
 
-def _deep(series, angles, truth, region, seed, device, add) -> None:
+def _deep(series, angles, truth, region, seed, device, add, options: DeepOptions,
+          sensitivity=None) -> None:
+    """The deep rows; with ``sensitivity``, also steps b-d with ``mbir.data: fused``."""
     t = time.perf_counter()
     denoised = denoise_projections(series, seed=seed, device=device,
-                                   options=FULL_BUDGET.denoise, progress=False)
+                                   options=options.denoise, progress=False)
     t_denoise = time.perf_counter() - t
     stack = np.stack([denoised.projections[e] for e in ELEMENTS])
     t = time.perf_counter()
@@ -168,20 +183,34 @@ def _deep(series, angles, truth, region, seed, device, add) -> None:
                                                   progress=False), truth, region),
         t_denoise + time.perf_counter() - t)
     t = time.perf_counter()
-    result = reconstruct_deep(denoised.projections, angles, FULL_BUDGET, seed=seed,
+    result = reconstruct_deep(denoised.projections, angles, options, seed=seed,
                               device=device, progress=False)
     t_rest = time.perf_counter() - t
     mbir = np.stack([result.mbir_volumes[e] for e in ELEMENTS])
     auto = chosen_weights(result.weight_curves, ELEMENTS)
     add("deep b: denoise+MBIR", _scores(mbir, truth, region), np.nan,
         dict(zip(ELEMENTS, np.round(auto, 4), strict=True)))
-    iterations = FULL_BUDGET.mbir.outer * FULL_BUDGET.mbir.inner
+    iterations = options.mbir.outer * options.mbir.inner
     tuned = {w: tv_kl(np.maximum(stack, 0), angles, weight=w, iterations=iterations,
                       device=device, progress=False) for w in (0.003, 0.01, 0.03, 0.1, 0.3)}
     scores, chosen = _tuned(tuned, truth, region)
     add("deep b: MBIR truth-tuned weight", scores, np.nan, chosen)
     add("deep (a+b+c+d)", _scores(np.stack([result.volumes[e] for e in ELEMENTS]), truth,
                                   region), t_denoise + t_rest)
+    if sensitivity is None:
+        return
+    t = time.perf_counter()
+    fused_options = options.model_copy(update={"mbir": options.mbir.model_copy(
+        update={"data": "fused"})})
+    views = {"HAADF": series.channels["HAADF"].astype(np.float32), **denoised.projections}
+    fused = reconstruct_deep(views, angles, fused_options, seed=seed, device=device,
+                             progress=False, fused=FusedOptions(sensitivity=dict(
+                                 zip(ELEMENTS, sensitivity.tolist(), strict=True))))
+    add("deep b: fused step b", _scores(np.stack([fused.mbir_volumes[e] for e in ELEMENTS]),
+                                        truth, region), np.nan)
+    add("deep, mbir.data: fused", _scores(np.stack([fused.volumes[e] for e in ELEMENTS]),
+                                          truth, region),
+        t_denoise + time.perf_counter() - t)
 
 
 def _reference(expected, angles, truth, region, device, add) -> None:
@@ -195,10 +224,14 @@ def _reference(expected, angles, truth, region, device, add) -> None:
                 region), time.perf_counter() - t)
 
 
-def _fused(series, expected, gross, background, angles, truth, region, device, add) -> None:
-    # counts per atom of each element: what a k-factor calibration measures
-    sensitivity = expected.sum(axis=(1, 2, 3)) / project(truth, angles, device="cpu").sum(
+def _sensitivity(expected, truth, angles) -> np.ndarray:
+    """Counts per atom of each element: what a k-factor calibration measures."""
+    return expected.sum(axis=(1, 2, 3)) / project(truth, angles, device="cpu").sum(
         axis=(1, 2, 3))
+
+
+def _fused(series, expected, gross, background, angles, truth, region, device, add) -> None:
+    sensitivity = _sensitivity(expected, truth, angles)
     z = [atomic_number(e) for e in ELEMENTS]
     t = time.perf_counter()
     volumes = {w: fused_reconstruct(gross, background, series.channels["HAADF"], angles, z,
@@ -244,17 +277,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=None, help="TSV of every score")
     parser.add_argument("--rows", nargs="+", choices=GROUPS, default=list(GROUPS),
-                        help="which groups of rows to compute")
+                        help="which groups of rows to compute (deepfused runs with deep)")
+    parser.add_argument("--budget", choices=["full", "fast"], default="full",
+                        help="training budget of the deep rows")
+    parser.add_argument("--mbir-weight", type=float, default=None,
+                        help="deep step b's TV weight (default auto, from left-out tilts)")
+    parser.add_argument("--mbir-iterations", type=int, default=None,
+                        help="deep step b's PDHG iterations (default from the budget)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("edxtomo").setLevel(logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
+    deep = deep_options(args.budget, args.mbir_weight)
+    if args.mbir_iterations:
+        deep = deep.model_copy(update={"mbir": deep.mbir.model_copy(
+            update={"outer": args.mbir_iterations, "inner": 1})})
     rows = []
     for n_tilts in args.tilts:
         for seed in args.seeds:
             rows += run_case(args.size, seed, n_tilts, args.counts, args.device,
-                             tuple(args.rows))
+                             tuple(args.rows), deep)
             table = pd.DataFrame(rows)
             if args.out:
                 table.to_csv(args.out, sep="\t", index=False, float_format="%.4f")
