@@ -73,7 +73,7 @@ def test_dry_run_plans_the_demo(tmp_path):
     plan = result.stdout
     for rule in ("simulate", "extract", "align", "reconstruct", "reconstruct_deep", "analyze",
                  "tables", "figure_slices", "figure_thickness", "figure_distributions",
-                 "figure_selfcheck"):
+                 "figure_selfcheck", "figure_haadf_model"):
         assert f"rule {rule}:" in plan or f" {rule} " in plan, f"{rule} missing from the plan"
 
 
@@ -208,7 +208,7 @@ def test_demo_runs_end_to_end(demo_run):
     selfcheck = pd.read_csv(sample / "recon" / "deep" / "selfcheck.tsv", sep="\t")
     assert set(selfcheck["element"]) == {"In", "P", "Se", "S", "Zn"}
     assert np.isfinite(selfcheck[["deep_deviance", "tv_deviance"]].to_numpy()).all()
-    for figure in ("spectrum", "alignment", "selfcheck"):
+    for figure in ("spectrum", "alignment", "selfcheck", "haadf_model"):
         assert (demo_run / f"results/figures/demo_qd/{figure}.png").stat().st_size > 10_000
     assert (demo_run / "results/figures/thickness_distributions.png").exists()
 
