@@ -52,7 +52,7 @@ import yaml
 
 from edxtomo.deep import denoise_projections, reconstruct_deep
 from edxtomo.metrics import particle_region, psnr, ssim3d
-from edxtomo.options import DeepOptions, FusedOptions
+from edxtomo.options import DeepOptions, FusedOptions, channel_weights
 from edxtomo.options.deep import MBIR_WEIGHT
 from edxtomo.simulate.acquisition import atomic_number
 from edxtomo.simulate.counts import count_series, phantom_volumes
@@ -187,7 +187,8 @@ def _deep(series, angles, truth, region, seed, device, add, options: DeepOptions
                               device=device, progress=False)
     t_rest = time.perf_counter() - t
     mbir = np.stack([result.mbir_volumes[e] for e in ELEMENTS])
-    auto = chosen_weights(result.weight_curves, ELEMENTS)
+    auto = (chosen_weights(result.weight_curves, ELEMENTS) if result.weight_curves
+            else channel_weights(options.mbir.weight, ELEMENTS, MBIR_WEIGHT))
     add("deep b: denoise+MBIR", _scores(mbir, truth, region), np.nan,
         dict(zip(ELEMENTS, np.round(auto, 4), strict=True)))
     iterations = options.mbir.outer * options.mbir.inner
