@@ -21,6 +21,11 @@ noise peak: on TV-KL and SIRT volumes at 800 counts per element and tilt it read
 Limits: a shell thinner than about twice the blur has a blurred peak below its true level,
 so its half-maximum width reads too thick (+35% for a 2-voxel ZnS shell on ``deep``); on a
 noisy volume the profile dips under the level inside the shell, which reads it too thin.
+
+``reference="profile_fit"`` removes the first limit: the half-maximum reading (with the
+mean-profile level) only decides which rays cross a shell and starts a fit of a blurred
+shell to each of those rays (:mod:`edxtomo.thickness.profile_fit`), whose edges are the
+shell's true radii whatever the blur and the contrast.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from edxtomo.thickness.profile_fit import fit_blur, fit_shells
 from edxtomo.thickness.sphere import (
     ray_directions,
     solid_angle_weights,
@@ -40,6 +46,13 @@ from edxtomo.thickness.sphere import (
 )
 
 log = logging.getLogger(__name__)
+
+REFERENCES = ("mean_profile", "ray_maxima", "profile_fit")
+"""The element's level (and edge) readings of :func:`shell_thickness`."""
+
+# The fit reads every other sample of the 0.2-voxel profiles: trilinear samples closer than
+# a voxel are strongly correlated, so the denser samples add cost and little information.
+_FIT_STEP_VOX = 0.4
 
 # Trilinear interpolation mixes the 8 voxels around a point, so a sample above a positive
 # threshold lies within sqrt(3) voxels of a voxel above it.
@@ -67,6 +80,9 @@ class ShellMaps:
         computed with an absolute threshold too.
     threshold_level : float
         The threshold actually applied, in volume units.
+    blur_nm : float
+        With ``reference="profile_fit"``, the blur width (Gaussian sigma, nm) of the fit;
+        NaN otherwise.
     """
 
     thickness_nm: np.ndarray
@@ -76,6 +92,7 @@ class ShellMaps:
     phi_deg: np.ndarray
     reference_level: float
     threshold_level: float
+    blur_nm: float = float("nan")
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter((self.thickness_nm, self.inner_radius_nm, self.outer_radius_nm))
@@ -94,6 +111,8 @@ def shell_thickness(
     sample_step_vox: float = 0.2,
     max_radius_vox: float | None = None,
     chunk_samples: int = 4_000_000,
+    min_blur_vox: float = 0.0,
+    blur_vox: float | None = None,
 ) -> ShellMaps:
     """Thickness, inner and outer radius of an element's shell along rays from a centre.
 
@@ -118,17 +137,27 @@ def shell_thickness(
     reference_quantile : float
         With ``reference="ray_maxima"``, the quantile of the per-ray maxima that defines the
         level.
-    reference : {"mean_profile", "ray_maxima"}
+    reference : {"mean_profile", "ray_maxima", "profile_fit"}
         The element's level: the peak of the solid-angle weighted mean profile over the rays
         whose maximum exceeds half of the all-ray mean profile's peak (rays through holes in
         the shell left out), robust to noise (see the module notes); or the
-        ``reference_quantile`` of the per-ray maxima, which noise raises.
+        ``reference_quantile`` of the per-ray maxima, which noise raises. ``"profile_fit"``:
+        the mean-profile reading, then a blurred shell fitted to every ray that crosses the
+        shell (:mod:`edxtomo.thickness.profile_fit`) gives its radii and thickness; rays
+        whose fit fails keep the threshold reading. Needs a relative threshold.
     sample_step_vox : float
         Radial sampling step in voxels.
     max_radius_vox : float, optional
         Longest ray in voxels; default: far enough to pass every positive voxel.
     chunk_samples : int
         Samples interpolated per batch, to bound memory (about 40 bytes each).
+    min_blur_vox : float
+        With ``"profile_fit"``: the known resolution (Gaussian sigma, voxels), the smallest
+        blur width the fit may take.
+    blur_vox : float, optional
+        With ``"profile_fit"``: the blur width (Gaussian sigma, voxels) to use instead of
+        fitting it to this element's rays (:func:`particle_shell_maps` shares one per
+        particle).
 
     Returns
     -------
@@ -161,6 +190,11 @@ def shell_thickness(
         volume, center, ray_directions(theta_deg, phi_deg).reshape(-1, 3), radii, chunk_samples
     )
 
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
+    if absolute and reference == "profile_fit":
+        raise ValueError("reference='profile_fit' needs a relative threshold (absolute=False)")
+    method = reference
     reference = _reference_level(profiles, weights, reference, reference_quantile)
     level = float(threshold) if absolute else threshold * reference
     shape = (n_theta, n_phi)
@@ -177,6 +211,11 @@ def shell_thickness(
     for start in range(0, n_rays, rays_per_chunk):
         part = slice(start, start + rays_per_chunk)
         thickness[part], inner[part], outer[part] = _intervals(profiles[part], radii, level)
+    if method != "profile_fit":
+        blur_vox = np.nan
+    else:
+        blur_vox = _fit_rays(profiles, radii, reference, thickness, inner, outer,
+                             min_blur_vox, blur_vox)
     return ShellMaps(
         thickness.reshape(shape) * voxel_size_nm,
         inner.reshape(shape) * voxel_size_nm,
@@ -185,7 +224,33 @@ def shell_thickness(
         phi_deg,
         reference,
         level,
+        blur_vox * voxel_size_nm,
     )
+
+
+def _fit_rays(profiles: np.ndarray, radii: np.ndarray, level: float, thickness: np.ndarray,
+              inner: np.ndarray, outer: np.ndarray, min_blur_vox: float,
+              blur_vox: float | None) -> float:
+    """Replace, in place, the threshold reading of the rays that cross a shell by the fit.
+
+    Returns the blur width (voxels) of the fit, ``blur_vox`` when given; NaN when no ray
+    crosses a shell.
+    """
+    crossing = np.flatnonzero(np.isfinite(inner))
+    if crossing.size == 0:
+        return np.nan
+    stride = max(1, int(round(_FIT_STEP_VOX / (radii[1] - radii[0]))))
+    data, sampled = profiles[crossing, ::stride], radii[::stride]
+    start = (np.full(crossing.size, level), inner[crossing], outer[crossing])
+    sigma = (fit_blur(data, sampled, *start, min_sigma_vox=min_blur_vox) if blur_vox is None
+             else max(float(blur_vox), min_blur_vox))
+    fit = fit_shells(data, sampled, *start, sigma)
+    good = crossing[fit.converged]
+    inner[good], outer[good] = fit.inner_vox[fit.converged], fit.outer_vox[fit.converged]
+    thickness[good] = outer[good] - inner[good]
+    log.info("shell fit: blur sigma %.2f voxel; %d of %d rays fitted, the others read at the "
+             "threshold", sigma, good.size, crossing.size)
+    return sigma
 
 
 def _reference_level(profiles: np.ndarray, weights: np.ndarray, reference: str,
@@ -194,8 +259,6 @@ def _reference_level(profiles: np.ndarray, weights: np.ndarray, reference: str,
     maxima = profiles.max(axis=1)
     if reference == "ray_maxima":
         return float(weighted_quantile(maxima, weights, quantile)[0])
-    if reference != "mean_profile":
-        raise ValueError(f"reference must be 'mean_profile' or 'ray_maxima', got {reference!r}")
     peak = float((weights @ profiles).max() / weights.sum())
     crossing = maxima > peak / 2
     if not crossing.any():

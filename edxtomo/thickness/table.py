@@ -104,7 +104,9 @@ def particle_shell_maps(
 
     Each element volume is cropped to the particle's region (its label grown by a margin,
     :func:`edxtomo.particles.particle_regions`) and zeroed outside it, so rays never reach a
-    neighbour.
+    neighbour. With ``reference="profile_fit"`` the elements share one blur width: the one
+    fitted to the element with the thickest shell (at the half-maximum reading), whose two
+    edges fix it; a shell thinner than the blur alone trades its width against the blur.
 
     Parameters
     ----------
@@ -146,11 +148,33 @@ def particle_shell_maps(
         if name in elements or name == center
     }
     center_vox = particle_center(cropped, labels[box] == particle, center)
+    if options.get("reference") == "profile_fit" and options.get("blur_vox") is None:
+        options = options | {"blur_vox": _shared_blur_vox(
+            {name: cropped[name] for name in elements}, center_vox, voxel_size_nm, options)}
     maps = {
         name: shell_thickness(cropped[name], center_vox, voxel_size_nm, **options)
         for name in elements
     }
     return maps, center_vox + offset
+
+
+def _shared_blur_vox(volumes: Mapping[str, np.ndarray], center_vox: np.ndarray,
+                     voxel_size_nm: float, options: dict) -> float | None:
+    """Blur width (voxels) fitted to the element whose shell reads thickest at half maximum.
+
+    None when no element has a shell (each element then fits its own, or has none).
+    """
+    threshold_options = options | {"reference": "mean_profile"}
+    means = {}
+    for name, volume in volumes.items():
+        maps = shell_thickness(volume, center_vox, voxel_size_nm, **threshold_options)
+        means[name] = float(np.mean(maps.thickness_nm))
+    thickest = max(means, key=means.get)
+    if not means[thickest] > 0:
+        return None
+    fitted = shell_thickness(volumes[thickest], center_vox, voxel_size_nm, **options)
+    log.info("shared blur from %s: sigma %.2f nm", thickest, fitted.blur_nm)
+    return fitted.blur_nm / voxel_size_nm
 
 
 def particle_thickness_table(
