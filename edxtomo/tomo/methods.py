@@ -16,19 +16,27 @@ the HAADF of a series together.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from edxtomo.errors import EdxtomoInputError
-from edxtomo.io import HAADF, TiltSeries
+from edxtomo.io import HAADF, TiltSeries, write_volume
 from edxtomo.options import ReconstructOptions, channel_weights
 from edxtomo.options.reconstruct import TV_WEIGHT
 from edxtomo.tomo.fbp import fbp
-from edxtomo.tomo.fused import FusedResult, fused_reconstruct, split_counts
+from edxtomo.tomo.fused import FusedResult, fused_reconstruct, split_counts, write_fit
 from edxtomo.tomo.sirt import sirt
 from edxtomo.tomo.tv import tv_kl
-from edxtomo.tomo.weights import AUTO, WeightCurves, chosen_weights, tv_kl_weights
+from edxtomo.tomo.weights import (
+    AUTO,
+    WeightCurves,
+    chosen_weights,
+    tv_kl_weights,
+    write_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +93,61 @@ def reconstruct_series(
     volumes = np.asarray(volumes, dtype=np.float32)
     log.info("reconstructed %s with %s: volume %s", names, method, volumes.shape[1:])
     return dict(zip(names, volumes, strict=True))
+
+
+def reconstruct_to_folder(
+    method: Literal["sirt", "fbp", "tv", "fused"],
+    options: ReconstructOptions,
+    series: TiltSeries,
+    directory: str | Path,
+    *,
+    raw: TiltSeries | None = None,
+    to_volume_frame: Callable[[np.ndarray], np.ndarray] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    workers: int = 1,
+    provenance: dict | None = None,
+) -> None:
+    """Reconstruct every channel of an aligned series and write the method's folder.
+
+    Writes ``{channel}.tif`` (+ ``.hspy``), and ``weights.tsv`` for ``tv`` with
+    ``weight: auto`` or ``haadf_model.tsv`` for ``fused``.
+
+    Parameters
+    ----------
+    method : {"sirt", "fbp", "tv", "fused"}
+    options : ReconstructOptions
+    series : TiltSeries
+        The aligned series.
+    directory : path-like
+    raw : TiltSeries, optional
+        The series before alignment, whose integer counts ``weight: auto`` and
+        ``haadf_weight: auto`` split (:func:`tv_weight_curves`, :func:`fused_series`).
+    to_volume_frame : callable, optional
+        ``(n_tilt, ny, nx) -> (n_tilt, ny, nx)``, the alignment of ``raw``.
+    seed : int
+    device : {"auto", "cpu", "cuda"}
+    workers : int
+        Processes of the slice-by-slice ASTRA CPU backend.
+    provenance : dict, optional
+        Added to every volume's metadata, beside the method and the angles.
+    """
+    out = Path(directory)
+    if method == "fused":
+        volumes, result = fused_series(series, options, seed=seed, device=device, raw=raw,
+                                       to_volume_frame=to_volume_frame)
+        write_fit(result, out / "haadf_model.tsv")
+    else:
+        curves = None
+        if method == "tv" and options.tv.weight == AUTO:
+            curves = tv_weight_curves(series, options, seed=seed, device=device, raw=raw,
+                                      to_volume_frame=to_volume_frame)
+            write_weights(curves, out / "weights.tsv")
+        volumes = reconstruct_series(series, method, options, device=device, workers=workers,
+                                     tv_weights=curves)
+    metadata = {"method": method, "angles_deg": series.angles_deg, **(provenance or {})}
+    for name, volume in volumes.items():
+        write_volume(out / f"{name}.tif", volume, series.pixel_size_nm, name, metadata)
 
 
 def with_tv_weights(options: ReconstructOptions, weights: dict[str, float]
