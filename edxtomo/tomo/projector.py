@@ -167,7 +167,7 @@ def _blocked_product(
 
     ``addmm_`` with ``beta=0`` overwrites ``out`` (NaN in it is not propagated) and is the
     same sparse-dense call as ``torch.mm``, so the result is identical to the last bit;
-    ``torch.mm`` also zero-fills a new output and copies it (about 10% of a SIRT iteration
+    ``torch.mm`` also zero-fills a new output and copies it (10-15% of a SIRT iteration
     at 64 x 128^2 on the CPU, ``bench/README.md``).
     """
     blocks = blocks.contiguous()
