@@ -242,9 +242,9 @@ def weights_by_left_out_tilts(
     for k in range(folds):
         out = np.zeros(n_tilt, bool)
         out[k::folds] = True
-        # the data term sums over views: the weight of n_tilt views, per view of this fold
-        per_view = np.tile(grid, c) * (n_tilt - out.sum()) / n_tilt
-        volumes = solve(np.repeat(views[:, ~out], n_w, axis=0), angles_deg[~out], per_view)
+        # the data term sums over views: each candidate as it weighs against n_tilt views
+        fold_weights = np.tile(grid, c) * (n_tilt - out.sum()) / n_tilt
+        volumes = solve(np.repeat(views[:, ~out], n_w, axis=0), angles_deg[~out], fold_weights)
         predicted = np.asarray(project(volumes, angles_deg[out], device=device))
         error = ramp_norm(predicted - np.repeat(views[:, out], n_w, axis=0))
         fold_scores[:, k] = error.reshape(c, n_w)
