@@ -8,6 +8,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 from test_deep import ANGLES, ELEMENTS, FAST_DEEP, FAST_DENOISE, _specimen
 
@@ -17,7 +18,9 @@ from edxtomo.deep.noise import (
     count_scale,
     noise_autocorrelation,
     recover_counts,
+    white_noise_std,
 )
+from edxtomo.deep.pairs import recorrupt
 from edxtomo.deep.schemes import choose_scheme, plan_denoising
 from edxtomo.io import TiltSeries
 from edxtomo.metrics import correlation, particle_region, psnr, ssim3d
@@ -86,7 +89,7 @@ def test_noise_correlation_is_measured_from_the_maps():
     assert plan_denoising(net).correlation_px == 0
     assert plan_denoising(aligned).correlation_px == 1
     plan = plan_denoising(exported)
-    assert plan.scheme == "blindspot" and plan.correlation_px == 3
+    assert plan.scheme == "recorrupted" and plan.correlation_px == 3
     rho = noise_autocorrelation(series.channels["In"])
     assert abs(rho[1]) < 0.1 and correlation_length(rho) == 0
     assert all(noise_autocorrelation(exported.channels[e])[1] > 0.7 for e in ELEMENTS)
@@ -106,6 +109,75 @@ def test_count_scale_is_recovered():
     assert count_scale(ndimage.gaussian_filter(scaled, 1.0)) is None
     assert count_scale(np.random.default_rng(0).random(1000)) is None
 
+
+def _filtered_poisson_like(seed: int, blur_px: float = 1.25, n: int = 64):
+    """Signal-dependent noise through a Gaussian filter, as filtered counts have it.
+
+    A smooth blob ``s`` (peak 40, sigma 10 px, on 5) on ``(16, n, n)`` maps, white noise of
+    variance ``s`` (Poisson's) filtered by a Gaussian of ``blur_px``. Returns the maps
+    ``s + noise``, the noise and the true white standard deviation ``sqrt(s)``.
+    """
+    yy, xx = np.mgrid[:n, :n] - n / 2
+    signal = np.broadcast_to(5 + 40 * np.exp(-(yy**2 + xx**2) / 200.0), (16, n, n))
+    rng = np.random.default_rng(seed)
+    noise = ndimage.gaussian_filter(np.sqrt(signal) * rng.standard_normal(signal.shape),
+                                    (0, blur_px, blur_px))
+    return signal + noise, noise, np.sqrt(signal)
+
+
+def test_white_noise_std_is_recovered_from_filtered_signal_dependent_noise():
+    maps, _, true_std = _filtered_poisson_like(seed=0)
+    estimate = white_noise_std(maps, 1.25)
+    # The fit of gain and offset pools ~32,000 flat pixels whose squared residuals have a
+    # relative spread of sqrt(2) each, over an effective ~32,000 / (8 pi w^2) ~ 800
+    # independent ones (the filtered noise is correlated over ~2 w): a relative error of
+    # ~sqrt(2 / 800) = 5% on the variance (x 1.25 for medians), 3% on the std. 10% allows
+    # 3 standard errors (measured -2.5 to -4% on seeds 0-2; a Gaussian smoothing instead of
+    # the quadratic fit read +70%, the signal it leaves in the residual).
+    np.testing.assert_allclose(np.median(estimate / true_std), 1.0, atol=0.1)
+
+
+def test_recorrupted_pairs_have_uncorrelated_noise():
+    """Recorrupting a correlated, signal-dependent noise ``n`` with ``z`` of its own
+    covariance gives the pair ``n + alpha z``, ``n - z / alpha``, whose cross-correlation is
+    0, while each keeps the correlation of ``n`` (what the network must not learn)."""
+    _, noise, true_std = _filtered_poisson_like(seed=1)
+    values = torch.as_tensor(noise[:, None], dtype=torch.float64)
+    std = torch.as_tensor(true_std[:, None], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    alpha = 0.5
+    first, second = (t.numpy()[:, 0] for t in recorrupt(values, std, 1.25, alpha, generator))
+
+    def corr(a, b):
+        return float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
+
+    # 16 x 64 x 64 = 65,536 pixel pairs, correlated over sum_k rho(k)^2 = 2 pi w^2 ~ 10
+    # pixels (Gaussian correlation of width w = 1.25): ~6,700 effective, a standard error of
+    # 1 / sqrt(6700) = 0.012 on a correlation. 0.05 allows 4 of them.
+    assert abs(corr(first, second)) < 0.05
+    # each keeps the noise's covariance times 1 + alpha^2 and 1 + 1 / alpha^2 (5% on a
+    # variance: ~3 standard errors of sqrt(2 / 6700))
+    assert np.var(first) / np.var(noise) == pytest.approx(1 + alpha**2, rel=0.05)
+    assert np.var(second) / np.var(noise) == pytest.approx(1 + alpha**-2, rel=0.05)
+    z = (first - noise) / alpha
+    assert corr(z[..., 1:], z[..., :-1]) == pytest.approx(
+        corr(noise[..., 1:], noise[..., :-1]), abs=0.05)
+    # the pair the other schemes would train on, the maps and themselves shifted by one
+    # pixel, shares the noise: its correlation is far from 0
+    assert corr(noise[..., 1:], noise[..., :-1]) > 0.5
+
+
+def test_correlated_float_maps_are_denoised_with_recorrupted_pairs(caplog):
+    _, exported, _, _ = _exported(seed=0, n=16)
+    options = FAST_DENOISE.model_copy(update={"steps": 5})
+    with caplog.at_level(logging.INFO, logger="edxtomo.deep"):
+        result = denoise_projections(exported, seed=0, device="cpu", options=options,
+                                     progress=False)
+    assert result.scheme == "recorrupted" and "'recorrupted' scheme" in caplog.text
+    assert "noise filtered by a Gaussian" in caplog.text
+    for element in ELEMENTS:
+        assert result.projections[element].shape == exported.channels[element].shape
+        assert np.all(np.isfinite(result.projections[element]))
 
 def test_counts_times_a_scale_are_split_like_the_integers(caplog):
     series, _, _ = _specimen(16)
@@ -176,7 +248,7 @@ def test_correlated_float_maps_come_close_to_the_count_path():
     counts = denoise_projections(raw, seed=0, device="cpu", options=options, progress=False)
     floats = denoise_projections(exported, seed=0, device="cpu", options=options,
                                  progress=False)
-    assert floats.scheme == "blindspot" and floats.noise_correlation_px == 3
+    assert floats.scheme == "recorrupted" and floats.noise_correlation_px == 3
     views = {e: align(p).astype(np.float32) for e, p in counts.projections.items()}
     count_path = reconstruct_deep(views, ANGLES, FAST_DEEP, seed=0, device="cpu",
                                   progress=False).volumes

@@ -1,6 +1,6 @@
 """Self-supervised denoising of the element projections, trained on the measurement itself.
 
-Four schemes, chosen from the data (:func:`edxtomo.deep.schemes.choose_scheme`) and logged;
+Five schemes, chosen from the data (:func:`edxtomo.deep.schemes.choose_scheme`) and logged;
 the pairs are drawn by :mod:`edxtomo.deep.pairs`:
 
 ``"frames"``
@@ -14,6 +14,17 @@ the pairs are drawn by :mod:`edxtomo.deep.pairs`:
     Float maps that are not counts and whose noise is white: binomial splitting would be
     wrong, so two sub-images are drawn from neighbouring pixels of every 2x2 cell, with the
     regularised loss of Huang et al. (CVPR 2021).
+``"recorrupted"``
+    Float maps whose noise is spatially correlated (alignment interpolation, export filters),
+    Recorrupted-to-Recorrupted (Pang et al., CVPR 2021): the noise covariance is measured
+    from the maps (a Gaussian filter of the width the noise autocorrelation gives,
+    :func:`edxtomo.deep.noise.correlation_sigma`, of white noise whose variance is affine in
+    the local mean, :func:`edxtomo.deep.noise.white_noise_std`); noise ``z`` of that
+    covariance is drawn afresh each step and the network maps ``y + alpha z`` onto
+    ``y - z / alpha``, whose noises are uncorrelated, so the L2 loss is unbiased without
+    hiding any pixel (:func:`edxtomo.deep.pairs.recorrupt`). With ``deconvolve`` the output
+    is blurred by the measured filter before the loss, so it undoes that filter. Inference
+    averages the outputs of ``inference_splits`` recorrupted inputs.
 ``"blindspot"``
     Float maps whose noise is spatially correlated (alignment interpolation, export filters:
     :func:`edxtomo.deep.noise.noise_autocorrelation`, correlation length ``L`` px). Neighbouring
@@ -50,10 +61,12 @@ import torch
 from edxtomo.deep.noise import (
     correlation_sigma,
     recover_counts,
+    white_noise_std,
 )
 from edxtomo.deep.pairs import (
     gaussian_blur,
     neighbour_pairs,
+    recorrupt,
     split_counts,
     split_frames,
     subsample,
@@ -79,6 +92,10 @@ from edxtomo.tomo.device import resolve_device
 from edxtomo.tomo.slabs import device_budget
 
 log = logging.getLogger(__name__)
+
+RECORRUPTION_ALPHA = 0.5
+"""``alpha`` of the recorrupted pairs ``(y + alpha z, y - z / alpha)``, Pang et al.'s choice:
+the input carries ``1 + alpha^2`` times the maps' noise variance, the target ``1 + alpha^-2``."""
 
 
 @dataclass
@@ -171,11 +188,16 @@ def denoise_projections(
     log.info("denoising %s with the %r scheme on %s", "+".join(elements), scheme, dev)
     data = _Data.from_series(series, scheme, opts.use_haadf, dev)
     data.radius = plan.correlation_px or 0
-    if scheme == "blindspot" and opts.deconvolve and plan.correlation:
+    if scheme in ("recorrupted", "blindspot") and plan.correlation:
         # one export filter for every element: the least signal-biased (smallest) width
         data.blur_px = min(correlation_sigma(rho[1]) for rho in plan.correlation.values())
-        log.info("blindspot: the output, blurred by a Gaussian of %.2f px (the filter the "
-                 "noise correlation measures), is fitted to the maps", data.blur_px)
+        data.deconvolve = opts.deconvolve
+        log.info("%s: noise filtered by a Gaussian of %.2f px (the width the noise "
+                 "correlation measures)%s", scheme, data.blur_px,
+                 "; the output, blurred by it, is fitted to the maps" if opts.deconvolve
+                 else "")
+    if scheme == "recorrupted":
+        data.noise_std = data.white_noise_std()
     everything = list(range(len(elements)))
     if opts.networks == "shared":
         plans = [(everything, [])]
@@ -227,7 +249,10 @@ class _Data:
     n_frame, ny, nx)``, or normalised floats; the first ``n_targets`` elements are the ones
     the network predicts, the others guide it. ``scale``: per element, the mean count per
     pixel (count schemes) or the standard deviation (floats), ``(n_el,)``. ``haadf``:
-    normalised ``(n_tilt, 1, ny, nx)`` or None.
+    normalised ``(n_tilt, 1, ny, nx)`` or None. ``blur_px``: sigma (px) of the filter the
+    float maps' noise went through; ``deconvolve``: fit the output blurred by it.
+    ``noise_std``: ``recorrupted``, the white noise's standard deviation per pixel before
+    that filter, in the normalised units, like ``values``.
     """
 
     scheme: str
@@ -237,6 +262,8 @@ class _Data:
     n_targets: int = 0
     radius: int = 0
     blur_px: float = 0.0
+    deconvolve: bool = False
+    noise_std: torch.Tensor | None = None
 
     @classmethod
     def from_series(cls, series: TiltSeries, scheme: str, use_haadf: bool,
@@ -270,7 +297,16 @@ class _Data:
         """The data of a network predicting ``targets`` with ``guides`` as extra inputs."""
         order = targets + guides
         return _Data(self.scheme, self.values[:, order], self.scale[order], self.haadf,
-                     len(targets), self.radius, self.blur_px)
+                     len(targets), self.radius, self.blur_px, self.deconvolve,
+                     None if self.noise_std is None else self.noise_std[:, order])
+
+    def white_noise_std(self) -> torch.Tensor:
+        """Per element, :func:`~edxtomo.deep.noise.white_noise_std` of the normalised maps
+        for a filter of ``blur_px``, ``(n_tilt, n_el, ny, nx)``."""
+        maps = self.values.cpu().numpy()
+        std = np.stack([white_noise_std(maps[:, i], self.blur_px)
+                        for i in range(maps.shape[1])], axis=1)
+        return torch.as_tensor(std.astype(np.float32), device=self.values.device)
 
     @property
     def in_channels(self) -> int:
@@ -311,14 +347,16 @@ class _Data:
             t = t[tilts][..., oy:oy + py, ox:ox + px]
             return torch.flip(t, dims) if dims else t
 
-        return crop(self.values), crop(self.haadf)
+        return crop(self.values), crop(self.haadf), crop(self.noise_std)
 
     def loss(self, model: torch.nn.Module, g: torch.Generator,
              opts: DenoiseOptions) -> torch.Tensor:
         n = self.n_targets
-        values, haadf = self._batch(g, opts)
+        values, haadf, noise_std = self._batch(g, opts)
         if self.scheme == "neighbor2neighbor":
             return self._n2n_loss(model, values, haadf, g, opts.n2n_gamma)
+        if self.scheme == "recorrupted":
+            return self._recorrupted_loss(model, values, haadf, noise_std, g)
         if self.scheme == "blindspot":
             return self._blindspot_loss(model, values, haadf, g)
         a, fa, b, fb = self._split(values[:, :n], g)
@@ -339,6 +377,20 @@ class _Data:
         residual = out - second[:, :n]
         consistency = residual - (subsample(full, index[0]) - subsample(full, index[1]))
         return torch.mean(residual**2) + gamma * torch.mean(consistency**2)
+
+    def _recorrupted_loss(self, model, values, haadf, noise_std, g):
+        """Squared error between the output for ``y + alpha z`` (blurred by the measured
+        filter with ``deconvolve``) and ``y - z / alpha``; only the targets are recorrupted:
+        the noise of the other elements and of the HAADF is independent of theirs."""
+        n = self.n_targets
+        noisy, target = recorrupt(values[:, :n], noise_std[:, :n], self.blur_px,
+                                  RECORRUPTION_ALPHA, g)
+        out = model(self._inputs(noisy, values[:, n:], haadf))
+        return torch.mean((self._blurred(out) - target) ** 2)
+
+    def _blurred(self, out: torch.Tensor) -> torch.Tensor:
+        """The output as the maps saw it: blurred by the measured filter with ``deconvolve``."""
+        return gaussian_blur(out, self.blur_px) if self.deconvolve else out
 
     def _blindspot_predict(self, model, values, haadf, budget):
         """J-invariant prediction: every pixel predicted with its own block hidden, as in
@@ -378,7 +430,7 @@ class _Data:
         hidden = torch.nn.functional.max_pool2d(centres.float(), side, 1, self.radius) > 0
         fill = targets.mean(dim=(2, 3), keepdim=True).expand_as(targets)
         masked = torch.where(hidden, fill, targets)
-        out = gaussian_blur(model(self._inputs(masked, values[:, n:], haadf)), self.blur_px)
+        out = self._blurred(model(self._inputs(masked, values[:, n:], haadf)))
         weight = centres.expand_as(out).float()
         return torch.sum(weight * (out - targets) ** 2) / torch.clamp(weight.sum(), min=1.0)
 
@@ -400,6 +452,13 @@ class _Data:
             haadf = None if self.haadf is None else self.haadf[start:start + opts.batch_size]
             if self.scheme == "blindspot":
                 out.append(self._blindspot_predict(model, values, haadf, budget) * scale)
+                continue
+            if self.scheme == "recorrupted":
+                std = self.noise_std[start:start + opts.batch_size, :n]
+                total = sum(apply_tiled(model, self._inputs(
+                    recorrupt(values[:, :n], std, self.blur_px, RECORRUPTION_ALPHA, g)[0],
+                    values[:, n:], haadf), budget) for _ in range(opts.inference_splits))
+                out.append(total / opts.inference_splits * scale)
                 continue
             if self.scheme in FLOAT_SCHEMES:
                 inputs = self._inputs(values[:, :n], values[:, n:], haadf)

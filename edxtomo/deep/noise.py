@@ -8,6 +8,8 @@ Two questions decide the self-supervised scheme of :mod:`edxtomo.deep.denoise`:
 * How far does the noise of one pixel reach into its neighbours (alignment interpolation
   and export filters correlate it)? A sub-sampling or blind-spot scheme must step over that
   distance (:func:`noise_autocorrelation`, :func:`correlation_length`).
+* How strong is the noise where (filtered counts: its variance grows with the local mean)?
+  Recorrupted pairs draw noise of that covariance (:func:`white_noise_std`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, signal
 
 CORRELATION_THRESHOLD = 0.1
 """Noise correlations below this are taken as independence. A self-supervised target whose
@@ -118,6 +120,74 @@ def correlation_length(rho: np.ndarray, threshold: float = CORRELATION_THRESHOLD
     if width <= 0 or np.exp(-1 / (4 * width**2)) < threshold:
         return 0
     return int(np.floor(2 * width * np.sqrt(-np.log(threshold)) + 1e-9))
+
+
+def _quadratic_fit(x: np.ndarray, window_px: int) -> np.ndarray:
+    """Local quadratic fit of ``(..., ny, nx)`` maps: a Savitzky-Golay filter of order 2 and
+    ``window_px`` along y, then along x (it keeps any signal quadratic in y and in x)."""
+    fit = signal.savgol_filter(x, window_px, 2, axis=-2, mode="mirror")
+    return signal.savgol_filter(fit, window_px, 2, axis=-1, mode="mirror")
+
+
+def _residual_gain(blur_px: float, window_px: int) -> float:
+    """The variance that the residual of :func:`_quadratic_fit` keeps of white noise of unit
+    variance filtered by a Gaussian of ``blur_px``: ``sum((kernel - fit(kernel))^2)``."""
+    size = 8 * int(np.ceil(blur_px)) + 4 * window_px + 1
+    delta = np.zeros((size, size))
+    delta[size // 2, size // 2] = 1.0
+    kernel = ndimage.gaussian_filter(delta, blur_px, mode="constant") if blur_px > 0 else delta
+    return float(np.sum((kernel - _quadratic_fit(kernel, window_px)) ** 2))
+
+
+def white_noise_std(maps: np.ndarray, blur_px: float, window_px: int = 9,
+                    smooth_px: float = 3.0, flat_fraction: float = 0.5,
+                    n_bins: int = 8) -> np.ndarray:
+    """Per pixel, the standard deviation of the white noise that a Gaussian filter of
+    ``blur_px`` turned into the maps' noise, for noise whose variance is affine in the signal
+    (filtered, scaled Poisson counts, with or without a background subtracted).
+
+    Model: ``x = s + G_w * (sigma * e)``, ``e`` white of unit variance,
+    ``sigma^2 = gain * s + offset``. The residual ``r`` of a local quadratic fit
+    (:func:`_quadratic_fit`, which leaves no smooth signal, where a Gaussian smoothing leaves
+    the curvature of a particle's interior) keeps a known share of the filtered noise's
+    variance (:func:`_residual_gain`), so ``E[r^2] = (gain * m + offset) * share`` with
+    ``m = G_s * x``; ``gain`` and ``offset`` come from a least-squares fit of ``r^2`` on
+    ``m`` over the flattest pixels (the lowest ``flat_fraction`` of the gradient of ``m`` in
+    each map, as in :func:`noise_autocorrelation`: edges leave signal in ``r``).
+
+    Parameters
+    ----------
+    maps : ndarray, shape (n, ny, nx)
+        The maps of one channel, in any units.
+    blur_px : float
+        Sigma (px) of the filter the noise went through
+        (:func:`correlation_sigma` of the measured correlation).
+    window_px : int
+        Odd window of the quadratic fit.
+    smooth_px, flat_fraction : float
+        Sigma (px) of the mean ``m``, and the share of pixels fitted.
+
+    Returns
+    -------
+    ndarray, shape (n, ny, nx)
+        ``sqrt(max(gain * m + offset, 0))``, in the units of ``maps``.
+    """
+    x = np.asarray(maps, dtype=np.float64)
+    mean = ndimage.gaussian_filter(x, (0, smooth_px, smooth_px), mode="reflect")
+    slope = np.hypot(*np.gradient(mean, axis=(1, 2)))
+    flat = slope <= np.quantile(slope, flat_fraction, axis=(1, 2), keepdims=True)
+    squared = (x - _quadratic_fit(x, window_px))[flat] ** 2
+    m = mean[flat]
+    # robust to the signal the fit leaves at edges: per bin of m, the median of r^2, which
+    # is 0.455 times the variance for Gaussian noise
+    edges = np.quantile(m, np.linspace(0, 1, n_bins + 1))
+    index = np.clip(np.searchsorted(edges, m, side="right") - 1, 0, n_bins - 1)
+    bins = [i for i in range(n_bins) if np.any(index == i)]
+    variance = np.array([np.median(squared[index == i]) for i in bins]) / (
+        0.4549 * _residual_gain(blur_px, window_px))
+    design = np.stack([[np.mean(m[index == i]) for i in bins], np.ones(len(bins))], axis=1)
+    (gain, offset), *_ = np.linalg.lstsq(design, variance, rcond=None)
+    return np.sqrt(np.clip(gain * mean + offset, 0.0, None))
 
 
 def count_scale(data: np.ndarray, tolerance: float = 1e-3,

@@ -1,5 +1,6 @@
 """Training pairs drawn from the data itself: binomial splits of counts, disjoint frame
-subsets, neighbouring-pixel sub-images, and the Gaussian blur of the measured noise filter."""
+subsets, neighbouring-pixel sub-images, recorrupted pairs, and the Gaussian blur of the
+measured noise filter."""
 
 from __future__ import annotations
 
@@ -80,3 +81,35 @@ def subsample(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     cells = values.reshape(b, c, ny // 2, 2, nx // 2, 2).permute(0, 1, 2, 4, 3, 5)
     cells = cells.reshape(b, c, ny // 2, nx // 2, 4)
     return torch.gather(cells, 4, index.expand(b, c, -1, -1).unsqueeze(-1)).squeeze(-1)
+
+
+def recorrupt(values: torch.Tensor, white_std: torch.Tensor, blur_px: float, alpha: float,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Recorrupted-to-Recorrupted pair (Pang et al., CVPR 2021) for correlated noise.
+
+    With ``z = G_w * (white_std * e)``, ``e`` white of unit variance (noise of the maps'
+    own covariance ``Sigma``: signal-dependent, filtered by a Gaussian of ``w = blur_px``),
+    the pair is ``(values + alpha z, values - z / alpha)``. Their noises ``n + alpha z``
+    and ``n - z / alpha`` have the cross-covariance ``Sigma - Sigma = 0``, whatever the
+    correlation of ``n``: an L2 loss between them is unbiased.
+
+    Parameters
+    ----------
+    values, white_std : torch.Tensor, shape (b, c, ny, nx)
+        Maps and, per pixel, the standard deviation of the white noise before the filter
+        (:func:`edxtomo.deep.noise.white_noise_std`), in the units of ``values``.
+    blur_px : float
+        Sigma (px) of the filter.
+    alpha : float
+        Recorruption strength (> 0).
+    generator : torch.Generator
+        On the device of ``values``.
+
+    Returns
+    -------
+    input, target : torch.Tensor, shape (b, c, ny, nx)
+    """
+    white = torch.randn(values.shape, generator=generator, device=values.device,
+                        dtype=values.dtype)
+    z = gaussian_blur(white * white_std, blur_px)
+    return values + alpha * z, values - z / alpha

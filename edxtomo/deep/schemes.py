@@ -1,6 +1,7 @@
 """Which self-supervised scheme fits the maps: counts (frames, binomial splits, recovered
-counts times a scale) or floats (neighbor2neighbor, or a blind spot wider than the measured
-noise correlation). :func:`plan_denoising` decides from the data and says why."""
+counts times a scale) or floats (neighbor2neighbor, recorrupted pairs of the measured noise
+covariance, or a blind spot wider than the measured noise correlation).
+:func:`plan_denoising` decides from the data and says why."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from edxtomo.io import TiltSeries
 log = logging.getLogger(__name__)
 
 
-SCHEMES = ("frames", "binomial", "neighbor2neighbor", "blindspot")
+SCHEMES = ("frames", "binomial", "neighbor2neighbor", "recorrupted", "blindspot")
 
 
-FLOAT_SCHEMES = ("neighbor2neighbor", "blindspot")
+FLOAT_SCHEMES = ("neighbor2neighbor", "recorrupted", "blindspot")
 
 
 COUNT_SCHEMES = ("frames", "binomial")
@@ -93,12 +94,12 @@ def plan_denoising(series: TiltSeries, scheme: str = "auto",
     ``auto``: ``frames`` when every element keeps >= 2 frames of counts, ``binomial`` for
     counts (integers, or floats that are counts times a scale); for float maps that are not
     counts, ``neighbor2neighbor`` when their noise is white (correlation length 0) and
-    ``blindspot`` with a mask wider than the correlation length otherwise.
+    ``recorrupted`` (pairs recorrupted with noise of the measured covariance) otherwise.
 
     Parameters
     ----------
     series : TiltSeries
-    scheme : {"auto", "frames", "binomial", "neighbor2neighbor", "blindspot"}
+    scheme : {"auto", "frames", "binomial", "neighbor2neighbor", "recorrupted", "blindspot"}
     correlation_px : int, optional
         Correlation length to use instead of the measured one.
 
@@ -118,7 +119,7 @@ def plan_denoising(series: TiltSeries, scheme: str = "auto",
     if scheme in COUNT_SCHEMES and floats:
         raise EdxtomoInputError(
             f"maps of {floats} are not counts (floats or counts: false); they cannot be split "
-            f"with the {scheme!r} scheme: use 'neighbor2neighbor' or 'blindspot'"
+            f"with the {scheme!r} scheme: use one of {FLOAT_SCHEMES}"
         )
     if scheme == "frames" and not framed:
         raise EdxtomoInputError("the 'frames' scheme needs every element with >= 2 frames")
@@ -132,11 +133,11 @@ def plan_denoising(series: TiltSeries, scheme: str = "auto",
     measured = min(correlation_length(rho) for rho in correlation.values())
     length = measured if correlation_px is None else correlation_px
     if scheme == "auto":
-        scheme = "blindspot" if length > 0 else "neighbor2neighbor"
+        scheme = "recorrupted" if length > 0 else "neighbor2neighbor"
     elif scheme == "neighbor2neighbor" and length > 0:
         log.warning("the noise of %s is correlated over %d px: neighbour sub-images share "
-                    "it, and neighbor2neighbor keeps it as signal; 'blindspot' (or 'auto') "
-                    "steps over it", "+".join(targets), length)
+                    "it, and neighbor2neighbor keeps it as signal; 'recorrupted' (or 'auto') "
+                    "stays unbiased under it", "+".join(targets), length)
     return NoisePlan(scheme, scales, correlation, length)
 
 

@@ -77,11 +77,12 @@ class DenoiseOptions(NetworkOptions):
     lr: float = Field(5e-3, gt=0)
     """Adam learning rate (cosine-decayed)"""
     inference_splits: int = Field(8, ge=1)
-    """fresh count splits averaged at inference (count schemes)"""
-    scheme: Literal["auto", "frames", "binomial", "neighbor2neighbor", "blindspot"] = "auto"
+    """fresh count splits (count schemes) or recorruptions (recorrupted) averaged at inference"""
+    scheme: Literal["auto", "frames", "binomial", "neighbor2neighbor", "recorrupted",
+                    "blindspot"] = "auto"
     """training pairs: `auto` (frames when kept, binomial splits of counts, also of floats that are
     counts times a scale; for other floats neighbor2neighbor when their noise is white, else
-    blindspot), or one scheme"""
+    recorrupted: pairs recorrupted with noise of the measured covariance), or one scheme"""
     networks: Literal["per_element", "shared"] = "per_element"
     """one network per element, or one network for all elements"""
     use_other_elements: bool = True
@@ -94,8 +95,8 @@ class DenoiseOptions(NetworkOptions):
     """noise correlation length (px) of float maps that the blind-spot mask steps over; `null`:
     measured from the maps"""
     deconvolve: bool = True
-    """blindspot: fit the output blurred by the filter that the noise correlation measures, so the
-    output undoes that filter"""
+    """recorrupted and blindspot: fit the output blurred by the filter that the noise correlation
+    measures, so the output undoes that filter"""
 
 
 class MbirOptions(Options):
