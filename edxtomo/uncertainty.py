@@ -38,6 +38,7 @@ from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import TiltSeries, write_volume
 from edxtomo.options import ReconstructOptions
 from edxtomo.thickness import jackknife_se
+from edxtomo.tomo.counts import count_groups
 from edxtomo.tomo.methods import reconstruct_series, with_tv_weights
 
 log = logging.getLogger(__name__)
@@ -49,34 +50,6 @@ Reconstruct = Callable[[TiltSeries, TiltSeries], dict[str, np.ndarray]]
 """A reconstruction of (raw series, aligned series), returning the volumes by channel."""
 
 
-def count_groups(counts: np.ndarray, n_groups: int, rng: np.random.Generator) -> np.ndarray:
-    """Split integer counts into ``n_groups`` disjoint groups of equal expected size.
-
-    Parameters
-    ----------
-    counts : ndarray of int, any shape
-        Non-negative photon counts.
-    n_groups : int
-        Number of groups ``K >= 2``.
-    rng : numpy.random.Generator
-
-    Returns
-    -------
-    ndarray, shape (n_groups, *counts.shape), dtype of ``counts``
-        The groups; they sum to ``counts``. Each is Binomial(count, 1/K) given the counts,
-        and for Poisson counts the groups are independent Poisson images.
-    """
-    if n_groups < 2:
-        raise ValueError(f"n_groups must be at least 2, got {n_groups}")
-    rest = np.asarray(counts).astype(np.int64)
-    if rest.size and rest.min() < 0:
-        raise EdxtomoInputError("counts to split must be non-negative")
-    groups = np.empty((n_groups, *rest.shape), dtype=np.asarray(counts).dtype)
-    for k in range(n_groups - 1):
-        groups[k] = rng.binomial(rest, 1.0 / (n_groups - k))
-        rest = rest - groups[k]
-    groups[-1] = rest
-    return groups
 
 
 def jackknife_series(series: TiltSeries, n_groups: int, seed: int) -> Iterator[TiltSeries]:

@@ -13,7 +13,8 @@ import pytest
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import HAADF, TiltSeries
 from edxtomo.thickness import add_intervals, jackknife_interval, jackknife_se
-from edxtomo.uncertainty import count_groups, jackknife_series, replicate_volumes, sd_volumes
+from edxtomo.tomo.counts import count_groups
+from edxtomo.uncertainty import jackknife_series, replicate_volumes, sd_volumes
 
 
 def test_count_groups_are_independent_poisson_thinnings():

@@ -54,6 +54,7 @@ from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import TiltSeries, atomic_path
 from edxtomo.options import ReconstructOptions
 from edxtomo.tomo import project
+from edxtomo.tomo.counts import count_groups, poisson_deviance
 from edxtomo.tomo.methods import reconstruct_series
 
 log = logging.getLogger(__name__)
@@ -79,20 +80,13 @@ def split_halves(series: TiltSeries, seed: int) -> tuple[TiltSeries, dict[str, n
     half_a, half_b = dict(series.channels), {}
     for element in series.elements:
         counts = series.channels[element]
-        half_a[element] = rng.binomial(counts, 0.5).astype(counts.dtype)
-        rest = counts - half_a[element]
+        half_a[element], rest = count_groups(counts, 2, rng)
         half_b[element] = rest.sum(axis=1) if rest.ndim == 4 else rest
     background = {e: np.asarray(b, np.float32) / 2 for e, b in series.background.items()}
     return (TiltSeries(half_a, series.angles_deg, series.pixel_size_nm,
                        dict(series.provenance), background), half_b)
 
 
-def poisson_deviance(counts: np.ndarray, expected: np.ndarray, mask: np.ndarray) -> float:
-    """Mean Poisson deviance per pixel of ``mask``: ``2 (y log(y / mu) - (y - mu))``."""
-    y = np.clip(counts[mask].astype(np.float64), 0, None)
-    mu = np.clip(expected[mask].astype(np.float64), 1e-9, None)
-    log_ratio = np.log(np.where(y > 0, y, 1.0) / mu)
-    return float(np.mean(2 * (np.where(y > 0, y * log_ratio, 0.0) - (y - mu))))
 
 
 def score(volumes: dict[str, np.ndarray], held_out: dict[str, np.ndarray],

@@ -41,6 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from edxtomo.errors import EdxtomoInputError
+from edxtomo.tomo.counts import count_groups
 from edxtomo.tomo.device import resolve_device
 from edxtomo.tomo.haadf_model import HaadfModel, fit_haadf_model
 from edxtomo.tomo.operators import gradient, gradient_adjoint, kl_divergence, total_variation
@@ -203,8 +204,8 @@ def split_counts(counts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
     if np.any(counts < 0) or not np.allclose(counts, np.round(counts)):
         raise EdxtomoInputError("choosing the HAADF weight from count halves needs integer "
                                 "counts >= 0; give fused.haadf_weight a number for float maps")
-    half = rng.binomial(np.round(counts).astype(np.int64), 0.5)
-    return half.astype(np.float32), (counts - half).astype(np.float32)
+    half_a, half_b = count_groups(np.round(counts).astype(np.int64), 2, rng)
+    return half_a.astype(np.float32), half_b.astype(np.float32)
 
 
 def held_out_deviance(volumes: np.ndarray, counts: np.ndarray, background: np.ndarray,

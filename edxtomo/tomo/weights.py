@@ -60,6 +60,7 @@ import torch
 
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import atomic_path
+from edxtomo.tomo.counts import count_groups, poisson_deviance
 from edxtomo.tomo.projector import project
 from edxtomo.tomo.tv import tv_kl
 
@@ -177,8 +178,7 @@ def weights_by_count_split(
                                 "weights_by_left_out_tilts for float maps")
     align = to_volume_frame or (lambda stack: stack)
     rng = np.random.default_rng([seed, SPLIT_STREAM])
-    half_a = rng.binomial(counts.astype(np.int64), 0.5)
-    half_b = counts - half_a
+    half_a, half_b = count_groups(counts.astype(np.int64), 2, rng)
     train = np.stack([align(a) for a in half_a]).astype(np.float32)
     held_out = np.stack([align(b) for b in half_b]).astype(np.float32)
     mask = align(np.ones(counts.shape[1:], np.float32)) > 0.999
@@ -194,7 +194,7 @@ def weights_by_count_split(
                     background=np.repeat(bg, n_w, axis=0), nz=nz, device=device,
                     progress=False)
     expected = np.asarray(project(volumes, angles_deg, device=device)) + np.repeat(bg, n_w, 0)
-    scores = np.array([_deviance(held_out[i // n_w], expected[i], mask)
+    scores = np.array([poisson_deviance(held_out[i // n_w], expected[i], mask)
                        for i in range(c * n_w)]).reshape(c, n_w)
     choices = [refine_minimum(grid, row) for row in scores]
     return _choose(list(channels), grid, scores, choices,
@@ -461,12 +461,6 @@ def _holds_counts(stack: np.ndarray) -> bool:
     return bool(np.all(stack >= 0) and np.all(stack == np.round(stack)))
 
 
-def _deviance(counts: np.ndarray, expected: np.ndarray, mask: np.ndarray) -> float:
-    """Mean Poisson deviance per pixel of ``mask``: ``2 (y log(y / mu) - (y - mu))``."""
-    y = np.clip(counts[mask].astype(np.float64), 0, None)
-    mu = np.clip(expected[mask].astype(np.float64), 1e-9, None)
-    log_ratio = np.log(np.where(y > 0, y, 1.0) / mu)
-    return float(np.mean(2 * (np.where(y > 0, y * log_ratio, 0.0) - (y - mu))))
 
 
 def _check_stack(stack: np.ndarray, channels: Sequence[str], name: str) -> None:
