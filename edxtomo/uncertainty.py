@@ -195,7 +195,7 @@ def method_replicates(
 
         def reconstruct(raw: TiltSeries, aligned: TiltSeries) -> dict[str, np.ndarray]:
             return run_deep(raw, aligned, transforms, deep, nz=options.nz, seed=seed,
-                            device=device, progress=False).result.volumes
+                            device=device, progress=False, classical=options).result.volumes
     else:
         options = with_tv_weights(options, chosen_weights or {})
 

@@ -12,9 +12,9 @@ from edxtomo.tomo.weights import read_chosen_weights
 
 with rule_context(snakemake.log.log, snakemake.threads):
     options = ReconstructOptions.model_validate(snakemake.params.options)
-    tv_options = options
+    classical = options
     if snakemake.input.tv:  # the self-check's tv takes the weights the tv job chose (`auto`)
-        tv_options = with_tv_weights(
+        classical = with_tv_weights(
             options, read_chosen_weights(Path(snakemake.input.tv, "weights.tsv")))
     run = run_deep(
         load_tilt_series(snakemake.input.extracted),
@@ -25,6 +25,6 @@ with rule_context(snakemake.log.log, snakemake.threads):
         seed=snakemake.params.seed,
         device=snakemake.params.device,
         checkpoint_dir=snakemake.log.checkpoints,
-        tv_options=tv_options,
+        classical=classical,
     )
     write_deep_run(run, snakemake.output[0])

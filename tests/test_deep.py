@@ -367,7 +367,7 @@ def test_selfcheck_writes_its_table(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="edxtomo.deep"):
         run = run_deep(series, series, _identity_transforms(ANGLES), SELFCHECK_DEEP, seed=0,
                        device="cpu", progress=False,
-                       tv_options=ReconstructOptions.model_validate({"tv": {"iterations": 100}}))
+                       classical=ReconstructOptions.model_validate({"tv": {"iterations": 100}}))
     write_deep_run(run, tmp_path)
     table = pd.read_csv(tmp_path / "selfcheck.tsv", sep="\t")
     logging.getLogger(__name__).info("self-check, simulated specimen:\n%s", table.to_string())
@@ -407,7 +407,7 @@ def test_selfcheck_flags_a_broken_run(caplog):
     with caplog.at_level(logging.INFO, logger="edxtomo.deep"):
         run = run_deep(series, series, _identity_transforms(ANGLES), broken, seed=0,
                        device="cpu", progress=False,
-                       tv_options=ReconstructOptions.model_validate({"tv": {"iterations": 100}}))
+                       classical=ReconstructOptions.model_validate({"tv": {"iterations": 100}}))
     table = run.selfcheck.set_index("element")
     logging.getLogger(__name__).info("self-check, broken run:\n%s", table.to_string())
     assert np.isfinite(table[["deep_deviance", "tv_deviance"]].to_numpy()).all()
@@ -465,7 +465,7 @@ def test_selfcheck_runs_on_the_real_tilt_series(tmp_path):
     series = TiltSeries(counts, angles, 1.0)
     run = run_deep(series, series, _identity_transforms(angles), SELFCHECK_DEEP, seed=0,
                    device="cpu", progress=False,
-                   tv_options=ReconstructOptions.model_validate({"tv": {"iterations": 100}}))
+                   classical=ReconstructOptions.model_validate({"tv": {"iterations": 100}}))
     write_deep_run(run, tmp_path)
     table = pd.read_csv(tmp_path / "selfcheck.tsv", sep="\t")
     # no claim on who wins on real data: the table is logged for the record

@@ -25,7 +25,7 @@ from edxtomo.deep.denoise import DenoiseResult, denoise_projections
 from edxtomo.deep.pipeline import DeepResult, reconstruct_deep
 from edxtomo.deep.selfcheck import run_selfcheck, write_selfcheck
 from edxtomo.io import HAADF, TiltSeries, atomic_path, write_stack, write_volume
-from edxtomo.options import DeepOptions, ReconstructOptions
+from edxtomo.options import DeepOptions, FusedOptions, ReconstructOptions
 from edxtomo.tomo.device import resolve_device
 from edxtomo.tomo.weights import AUTO, write_weights
 
@@ -68,7 +68,7 @@ def run_deep(
     device: str | torch.device = "auto",
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
-    tv_options: ReconstructOptions | None = None,
+    classical: ReconstructOptions | None = None,
 ) -> DeepRun:
     """Run steps a to d of the deep pipeline on one sample, then its self-check.
 
@@ -91,15 +91,17 @@ def run_deep(
         Training checkpoints and the model-based volume, so an interrupted run resumes.
     progress : bool
         tqdm bars with the losses.
-    tv_options : ReconstructOptions, optional
-        The ``tv`` settings the self-check compares with (``options.selfcheck``); default
-        ``ReconstructOptions(nz=nz)``.
+    classical : ReconstructOptions, optional
+        The classical methods' settings that deep reads: ``tv``, which the self-check
+        compares with (``options.selfcheck``), and ``fused``, the HAADF model of
+        ``mbir.data: fused``; default ``ReconstructOptions(nz=nz)``.
 
     Returns
     -------
     DeepRun
     """
     device = resolve_device(device)
+    classical = classical or ReconstructOptions(nz=nz)
     options, budget = options.with_budget(device.type)
     log.info("training budget %r (reconstruct.deep.budget: %s) on %s: denoise %d steps, "
              "model-based %d x %d, enrichment %d steps, final %d iterations", budget,
@@ -109,8 +111,9 @@ def run_deep(
     def steps(raw: TiltSeries, registered: TiltSeries, table: pd.DataFrame,
               run_options: DeepOptions, checkpoints: Path | None
               ) -> tuple[DenoiseResult, DeepResult]:
-        return _steps_a_to_d(raw, registered, table, run_options, nz=nz, seed=seed,
-                             device=device, checkpoint_dir=checkpoints, progress=progress)
+        return _steps_a_to_d(raw, registered, table, run_options, classical.fused, nz=nz,
+                             seed=seed, device=device, checkpoint_dir=checkpoints,
+                             progress=progress)
 
     denoised, result = steps(extracted, aligned, transforms, options, checkpoint_dir)
     selfcheck = None
@@ -122,7 +125,7 @@ def run_deep(
             extracted, transforms,
             lambda raw, registered, table: steps(raw, registered, table, checked,
                                                  held_out_dir)[1].volumes,
-            tv_options or ReconstructOptions(nz=nz), seed=seed, device=device)
+            classical, seed=seed, device=device)
     return DeepRun(denoised, result, np.asarray(aligned.angles_deg), aligned.pixel_size_nm,
                    selfcheck)
 
@@ -141,8 +144,8 @@ def with_step_b_weights(options: DeepOptions, weights: dict[str, float]) -> Deep
 
 
 def _steps_a_to_d(extracted: TiltSeries, aligned: TiltSeries, transforms: pd.DataFrame,
-                  options: DeepOptions, *, nz, seed, device, checkpoint_dir, progress
-                  ) -> tuple[DenoiseResult, DeepResult]:
+                  options: DeepOptions, fused: FusedOptions, *, nz, seed, device,
+                  checkpoint_dir, progress) -> tuple[DenoiseResult, DeepResult]:
     """Step a on the raw series, the alignment, steps b-d (options with their budget)."""
     denoised = denoise_projections(extracted, seed=seed, device=device, options=options.denoise,
                                    checkpoint_dir=checkpoint_dir, progress=progress)
@@ -152,7 +155,8 @@ def _steps_a_to_d(extracted: TiltSeries, aligned: TiltSeries, transforms: pd.Dat
     if HAADF in aligned.channels:
         views = {HAADF: aligned.net_counts(HAADF), **views}
     result = reconstruct_deep(views, aligned.angles_deg, options, seed=seed, device=device,
-                              nz=nz, checkpoint_dir=checkpoint_dir, progress=progress)
+                              nz=nz, checkpoint_dir=checkpoint_dir, progress=progress,
+                              fused=fused)
     log.info("step times (s): %s", result.seconds)
     return denoised, result
 

@@ -30,7 +30,8 @@ METHOD_KEYS: dict[str, tuple[str, ...]] = {
     "fbp": ("nz", "backend", "chunk_slices", "fbp"),
     "tv": ("nz", "tv"),
     "fused": ("nz", "fused"),
-    "deep": ("nz", "deep", "tv"),  # tv: the deep job's self-check runs it on held-out counts
+    # tv: the deep job's self-check runs it on held-out counts; fused: mbir.data: fused
+    "deep": ("nz", "deep", "tv", "fused"),
 }
 
 
