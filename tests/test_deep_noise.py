@@ -132,7 +132,7 @@ def test_white_noise_std_is_recovered_from_filtered_signal_dependent_noise():
     # relative spread of sqrt(2) each, over an effective ~32,000 / (8 pi w^2) ~ 800
     # independent ones (the filtered noise is correlated over ~2 w): a relative error of
     # ~sqrt(2 / 800) = 5% on the variance (x 1.25 for medians), 3% on the std. 10% allows
-    # 3 standard errors (measured -2.5 to -4% on seeds 0-2; a Gaussian smoothing instead of
+    # 3 standard errors (measured -2 to -6% on seeds 0-2; a Gaussian smoothing instead of
     # the quadratic fit read +70%, the signal it leaves in the residual).
     np.testing.assert_allclose(np.median(estimate / true_std), 1.0, atol=0.1)
 
@@ -222,25 +222,31 @@ def _scores(volume, truth, region):
 
 @pytest.mark.slow
 def test_correlated_float_maps_come_close_to_the_count_path():
-    """The issue's requirement, measured here and not met (PSNR dB In / Se / S, 300 steps,
-    FAST_DEEP; seeds 0, 1 and 2 of :func:`_exported`, interpolation order 1):
+    """The issue's requirement, met on In and Se, on S only for seed 2 (PSNR dB In / Se / S,
+    300 steps, FAST_DEEP; seeds 0, 1 and 2 of :func:`_exported`, interpolation order 1;
+    2026-11-28):
 
-    - count path (binomial on the raw counts, then aligned): 24.39 / 17.92 / 14.28 and
-      24.08 / 17.48 / 14.27 and 24.32 / 17.60 / 14.18
-    - float path, blindspot (L = 3 px, deconvolving a 1.25 px filter): 22.53 / 14.10 / 12.42
-      and 22.45 / 13.81 / 12.29 and 22.69 / 13.72 / 12.32
-    - float path, neighbor2neighbor (passes the correlated noise): 22.32 / 15.54 / 12.71 and
-      22.10 / 15.42 / 12.72 and 22.27 / 15.28 / 12.70
-    - best filtered SIRT (gaussian:0.5 in every case): 21.97 / 15.43 / 12.81 and
-      21.94 / 15.42 / 12.80 and 21.85 / 15.28 / 12.83
+    - count path (binomial on the raw counts, then aligned; seed 0 In and Se from an earlier
+      run): 24.39 / 17.92 / 13.99 and 24.13 / 17.48 / 14.03 and 24.40 / 17.41 / 13.95
+    - float path, recorrupted (auto; a 1.25 px filter measured, deconvolved): 25.51 / 16.89
+      / 12.70 and 25.44 / 16.25 / 12.74 and 25.25 / 16.39 / 13.03; SSIM 0.89-0.90 /
+      0.68-0.69 / 0.34-0.41, correlation 0.94 / 0.81-0.84 / 0.61-0.64
+    - best filtered SIRT: 21.97 / 15.43 / 12.81 and 21.94 / 15.42 / 12.80 and 21.85 / 15.28
+      / 12.83; SSIM 0.66 / 0.49-0.52 / 0.33-0.35, correlation 0.86 / 0.76-0.77 / 0.62-0.63
+    - before, blindspot (L = 3 px, same filter deconvolved): 22.53 / 14.10 / 12.42 and
+      22.45 / 13.81 / 12.29 and 22.69 / 13.72 / 12.32; neighbor2neighbor (passes the
+      correlated noise): 22.32 / 15.54 / 12.71 and 22.10 / 15.42 / 12.72 and 22.27 / 15.28
+      / 12.70
     - ceiling, seed 0: the noise-free maps through the same alignment blur and filter,
       reconstructed alike, 23.34 / 16.28 / 13.64 (the noisy floats without denoising:
       22.40 / 15.52 / 12.79).
 
-    The blind-spot scheme beats filtered SIRT on the core (In: +0.5 to +0.8 dB, SSIM +0.08
-    to +0.10, correlation +0.015 to +0.025 on the three seeds; asserted) but blurs the 1-2 px
-    shells, whose detail lies inside the 7 px hidden block. The rest of the requirement is
-    checked and reported as an expected failure (pytest.xfail) while it is not met.
+    In and Se meet the requirement on the three seeds (In even beats the count path, which
+    does not undo the alignment's interpolation blur); asserted. S, the thinnest shell,
+    meets it on seed 2; on seeds 0 and 1 it stays 0.06-0.11 dB under the best filtered
+    SIRT, and 0.01-0.02 in correlation (seed 0 also 0.01 in SSIM): the white-noise variance
+    of a 1 px shell is the hardest to read from the maps. S is checked and reported as an
+    expected failure (pytest.xfail) while it is not met.
     """
     raw, exported, truth, align = _exported(seed=0)
     region = particle_region(truth)
@@ -260,13 +266,13 @@ def test_correlated_float_maps_come_close_to_the_count_path():
     for i, element in enumerate(ELEMENTS):
         deep = _scores(float_path[element], truth[i], region)
         reference = psnr(count_path[element], truth[i], region)
-        if element == "In":
-            assert all(d > b for d, b in zip(deep, best[element], strict=True)), (deep,
-                                                                                 best[element])
         # the requirement of the issue: within 1.5 dB of the count path, and better than the
         # best filtered SIRT on every metric
-        if deep[0] <= reference - 1.5 or any(d <= b for d, b in zip(deep, best[element],
-                                                                     strict=True)):
+        met = deep[0] > reference - 1.5 and all(
+            d > b for d, b in zip(deep, best[element], strict=True))
+        if element in ("In", "Se"):
+            assert met, (element, deep, reference, best[element])
+        elif not met:
             unmet.append(f"{element}: float {np.round(deep, 3).tolist()}, count path "
                          f"{reference:.2f} dB, best filtered SIRT "
                          f"{np.round(best[element], 3).tolist()}")
