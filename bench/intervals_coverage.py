@@ -16,12 +16,14 @@ Binomial(30, 0.95): at least 26 (85%) with probability 0.985, while intervals wi
 coverage of 70% reach it with probability 0.03 only.
 
 Usage: ``python bench/intervals_coverage.py [--seeds 0 1 ... 9] [--replicates 5] [--counts 3000]
-[--device cuda]``
+[--device cuda] [--method tv|sirt] [--level mean_profile|ray_maxima|profile_fit]``
+(``tests/test_thickness_coverage.py`` runs :func:`specimen_rows` with ``sirt`` in the suite).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -55,8 +57,13 @@ SHELL_ELEMENTS = ("Zn", "Se", "S")
 FIELD_VOX = 40
 
 
-def specimen_rows(seed: int, counts: float, replicates: int, device: str) -> list[dict]:
-    """Thickness rows with intervals of one seeded specimen, beside the true mean."""
+def specimen_rows(seed: int, counts: float, replicates: int, device: str, method: str = "tv",
+                  level: str = "mean_profile") -> list[dict]:
+    """Thickness rows with intervals of one seeded specimen, beside the true mean.
+
+    ``method``: ``tv`` (TV-KL, weight 0.3, 100 iterations) or ``sirt`` (100 iterations);
+    ``level``: the ``analyze.shell_level`` reading.
+    """
     rng = np.random.default_rng(seed)
     (particle,), densities = phantom_volumes(SPECIMEN, (FIELD_VOX,) * 3, 60.0, rng)
     angles = np.linspace(-60, 60, 13)
@@ -66,12 +73,12 @@ def specimen_rows(seed: int, counts: float, replicates: int, device: str) -> lis
     transforms = pd.DataFrame({"angle_deg": angles, "shift_x_px": 0.0, "shift_y_px": 0.0,
                                "axis_rotation_deg": 0.0, "axis_offset_px": 0.0,
                                "correlation": 1.0, "registered": True})
-    recon = ReconstructOptions(tv={"iterations": 100, "weight": 0.3})
-    options = AnalyzeOptions(step_deg=6.0, segment_on="elements")
+    recon = ReconstructOptions(tv={"iterations": 100, "weight": 0.3}, sirt={"iterations": 100})
+    options = AnalyzeOptions(step_deg=6.0, segment_on="elements", shell_level=level)
     analysis = analyze_volumes(
-        reconstruct_series(series, "tv", recon, device=device, seed=seed),
+        reconstruct_series(series, method, recon, device=device, seed=seed),
         SPECIMEN["voxel_size_nm"], options,
-        replicates=method_replicates(series, transforms, "tv", recon, replicates, seed=seed,
+        replicates=method_replicates(series, transforms, method, recon, replicates, seed=seed,
                                      device=device))
     theta, phi = sphere_grid(options.step_deg)
     weights = solid_angle_weights(theta.size, phi.size)
@@ -82,25 +89,34 @@ def specimen_rows(seed: int, counts: float, replicates: int, device: str) -> lis
     return rows
 
 
+def covered(table: pd.DataFrame) -> pd.Series:
+    """Whether each row's interval of the mean thickness holds the true mean."""
+    return ((table["thickness_mean_nm_ci_low"] <= table["true_mean_nm"])
+            & (table["true_mean_nm"] <= table["thickness_mean_nm_ci_high"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--replicates", type=int, default=5)
     parser.add_argument("--counts", type=float, default=3000.0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--method", default="tv", choices=["tv", "sirt"])
+    parser.add_argument("--level", default="mean_profile",
+                        choices=["mean_profile", "ray_maxima", "profile_fit"])
     args = parser.parse_args()
     start = time.perf_counter()
     table = pd.DataFrame([row for seed in args.seeds
                           for row in specimen_rows(seed, args.counts, args.replicates,
-                                                        args.device)])
+                                                   args.device, args.method, args.level)])
     seconds = time.perf_counter() - start
-    table["covered"] = ((table["thickness_mean_nm_ci_low"] <= table["true_mean_nm"])
-                        & (table["true_mean_nm"] <= table["thickness_mean_nm_ci_high"]))
+    table["covered"] = covered(table)
     table["bias"] = table["thickness_mean_nm"] / table["true_mean_nm"] - 1
     table["half_width"] = ((table["thickness_mean_nm_ci_high"]
                             - table["thickness_mean_nm_ci_low"]) / 2 / table["true_mean_nm"])
     print(f"{len(args.seeds)} seeds, K = {args.replicates}, {args.counts:.0f} counts per "
-          f"element and tilt, TV-KL; {seconds:.0f} s")
+          f"element and tilt, {args.method}, {args.level}; {seconds:.0f} s, load "
+          f"{os.getloadavg()[0]:.1f}")
     header = (f"{'element':>7} {'rows':>5} {'coverage':>9} {'nominal':>8} {'ratio':>6} "
               f"{'bias':>7} {'half-width':>11}")
     print(header)

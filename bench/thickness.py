@@ -36,7 +36,13 @@ import pandas as pd
 import yaml
 from scipy import ndimage as ndi
 
-from edxtomo.thickness import ray_directions, shell_thickness, solid_angle_weights, sphere_grid
+from edxtomo.thickness import (
+    ray_directions,
+    shared_blur_vox,
+    shell_thickness,
+    solid_angle_weights,
+    sphere_grid,
+)
 from edxtomo.thickness.rays import REFERENCES
 
 PRESET = Path(__file__).resolve().parents[1] / "resources" / "specimens" / "qd_demo.yaml"
@@ -113,16 +119,20 @@ def particle_errors(volumes: dict, particles: list, voxel_nm: float, step_deg: f
         return mean, np.sqrt((weights * (t - mean) ** 2).sum()) / mean
 
     rows = []
+    blur = []  # one blur per particle, as particle_shell_maps fits it
     for i, particle in enumerate(particles):
         cell = (owner == i) & (distance[:, i].reshape(shape) <= bounding_radius(particle)
                                / voxel_nm + 3)
+        blur.append(shared_blur_vox(
+            {e: np.where(cell, volumes[e], 0.0) for e in SHELL_ELEMENTS},
+            particle["center_vox"], voxel_nm, {"step_deg": step_deg}))
         for element in SHELL_ELEMENTS:
             true_mean, true_cv = mean_cv(true_shell_thickness(
                 particle, element, theta[:, None], phi[None, :]))
             crop = np.where(cell, volumes[element], 0.0)
             for level in REFERENCES:
                 maps = shell_thickness(crop, particle["center_vox"], voxel_nm, step_deg,
-                                       reference=level)
+                                       reference=level, blur_vox=blur[i])
                 mean, cv = mean_cv(maps.thickness_nm)
                 rows.append({"element": element, "level": level, "true_nm": true_mean,
                              "bias": mean / true_mean - 1, "cv_error": cv - true_cv})

@@ -9,6 +9,8 @@ solid angle.
   quantiles.
 - :mod:`~edxtomo.thickness.rays`: :func:`shell_thickness`, thickness and radii along each ray
   (:class:`ShellMaps`).
+- :mod:`~edxtomo.thickness.profile_fit`: a blurred shell fitted to each ray's profile (the
+  ``profile_fit`` reading: radii free of the blur and of a thin shell's lost contrast).
 - :mod:`~edxtomo.thickness.equal_area`: :func:`shell_statistics`, the sinusoidal projection
   and the histogram of a map.
 - :mod:`~edxtomo.thickness.intervals`: jackknife intervals of the statistics from count-split
@@ -47,6 +49,7 @@ from edxtomo.thickness.table import (
     particle_center,
     particle_shell_maps,
     particle_thickness_table,
+    shared_blur_vox,
     stack_shell_maps,
     summarize_samples,
 )
@@ -70,6 +73,7 @@ __all__ = [
     "particle_thickness_table",
     "ray_directions",
     "shell_statistics",
+    "shared_blur_vox",
     "shell_thickness",
     "sinusoidal_projection",
     "solid_angle_weights",

@@ -149,7 +149,7 @@ def particle_shell_maps(
     }
     center_vox = particle_center(cropped, labels[box] == particle, center)
     if options.get("reference") == "profile_fit" and options.get("blur_vox") is None:
-        options = options | {"blur_vox": _shared_blur_vox(
+        options = options | {"blur_vox": shared_blur_vox(
             {name: cropped[name] for name in elements}, center_vox, voxel_size_nm, options)}
     maps = {
         name: shell_thickness(cropped[name], center_vox, voxel_size_nm, **options)
@@ -158,13 +158,27 @@ def particle_shell_maps(
     return maps, center_vox + offset
 
 
-def _shared_blur_vox(volumes: Mapping[str, np.ndarray], center_vox: np.ndarray,
-                     voxel_size_nm: float, options: dict) -> float | None:
+def shared_blur_vox(volumes: Mapping[str, np.ndarray], center_vox: np.ndarray,
+                    voxel_size_nm: float, options: Mapping) -> float | None:
     """Blur width (voxels) fitted to the element whose shell reads thickest at half maximum.
 
-    None when no element has a shell (each element then fits its own, or has none).
+    Parameters
+    ----------
+    volumes : mapping of str to ndarray, each (nz, ny, nx)
+        One particle's element volumes, cropped and zeroed outside it.
+    center_vox : ndarray, shape (3,)
+        Ray origin in voxel indices of the crop.
+    voxel_size_nm : float
+    options : mapping
+        :func:`shell_thickness` keyword arguments (``step_deg``, ``threshold``, ...).
+
+    Returns
+    -------
+    float or None
+        The blur (Gaussian sigma, voxels) of :mod:`edxtomo.thickness.profile_fit` on that
+        element; None when no element has a shell.
     """
-    threshold_options = options | {"reference": "mean_profile"}
+    threshold_options = dict(options) | {"reference": "mean_profile"}
     means = {}
     for name, volume in volumes.items():
         maps = shell_thickness(volume, center_vox, voxel_size_nm, **threshold_options)
@@ -172,7 +186,8 @@ def _shared_blur_vox(volumes: Mapping[str, np.ndarray], center_vox: np.ndarray,
     thickest = max(means, key=means.get)
     if not means[thickest] > 0:
         return None
-    fitted = shell_thickness(volumes[thickest], center_vox, voxel_size_nm, **options)
+    fitted = shell_thickness(volumes[thickest], center_vox, voxel_size_nm,
+                             **(dict(options) | {"reference": "profile_fit"}))
     log.info("shared blur from %s: sigma %.2f nm", thickest, fitted.blur_nm)
     return fitted.blur_nm / voxel_size_nm
 
