@@ -88,7 +88,9 @@ def analyze_input(wildcards):
     inputs = {"recon": f"results/{wildcards.sample}/recon/{wildcards.method}"}
     intervals = CONFIG.analyze.intervals
     if intervals.replicates and wildcards.method in intervals.methods:
-        inputs["replicates"] = f"results/{wildcards.sample}/replicates/{wildcards.method}"
+        inputs["replicates"] = (
+            f"results/{wildcards.sample}/replicates/{wildcards.method}"
+        )
     return inputs
 
 
