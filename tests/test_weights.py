@@ -141,7 +141,26 @@ def test_count_split_is_reproducible_with_the_seed():
     assert not np.array_equal(first.scores, other.scores)
     table = first.table()
     assert list(table.columns) == ["channel", "weight", "score", "chosen_weight", "method"]
-    assert len(table) == len(CHANNELS) * 3
+    assert len(table) == len(CHANNELS) * len(first.grid)
+
+
+def test_search_extends_its_grid_to_a_minimum_outside_it():
+    # The same data as the tv test, searched from a grid 6-60 times below the weights the
+    # default grid chooses (0.5-0.9): the curve still falls at the top edge, so the grid
+    # must grow upwards until the minimum lies inside it, and land where the default grid
+    # lands (both refine the same parabola in log w, within one grid step of each other).
+    truth = _specimen()
+    counts, background, _ = _counts(truth, 800.0, seed=11)
+
+    def run(grid):
+        return weights_by_count_split(counts, ANGLES, CHANNELS, background=background,
+                                      iterations=ITERATIONS, seed=0, grid=grid, device="cpu")
+
+    default, low = run(GRID), run((0.01, 0.0316, 0.1))
+    assert low.grid[-1] > 0.3 and len(low.grid) > 3
+    assert np.all(low.grid[np.argmin(low.scores, axis=1)] < low.grid[-1])
+    ratio = low.chosen / default.chosen
+    assert np.all((ratio > 1 / 3.2) & (ratio < 3.2)), (low.chosen, default.chosen)
 
 
 def test_refine_minimum_finds_the_vertex_and_flags_the_edge():

@@ -44,7 +44,9 @@ as channels of one batched solve (one PDHG run holds every element times every w
   the demo's large core, where every held-out design tried prefers less smoothing than the
   volume's PSNR does (``bench/README.md``).
 
-A choice at the edge of the grid is kept and logged as a warning.
+Where a channel's lowest score lies at an edge of the grid, the grid is extended past that
+edge one step at a time (:func:`extended_search`, at most ``MAX_EXTENSIONS`` steps); a choice
+still at the edge after that is kept and logged as a warning.
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ demo specimen at 800 counts per element and tilt the truth-optimal weights lie i
 DENOISED_GRID = tuple(float(w) for w in np.geomspace(0.003, 1.0, 6))
 """Candidate weights of deep's step b, on denoised views (far less noise than raw counts)."""
 
+MAX_EXTENSIONS = 4
+"""Rounds by which a search extends its grid past an edge that holds a minimum (each one grid
+step, so up to a factor ~100 beyond the default grids)."""
+
 BAND_ROWS = 16
 """y rows that a weight search reconstructs (measured in ``bench/README.md``)."""
 
@@ -94,7 +100,7 @@ class WeightCurves:
     ----------
     channels : list of str
     grid : ndarray, shape (n_w,)
-        Candidate weights.
+        Candidate weights, with any extension past an edge.
     scores : ndarray, shape (c, n_w)
         Held-out score of each weight (lower is better): mean Poisson deviance per pixel,
         or the ramp-weighted squared error of the left-out views summed over the folds,
@@ -157,7 +163,8 @@ def weights_by_count_split(
     seed : int
         Seeds the binomial split.
     grid : sequence of float
-        Candidate weights.
+        Candidate weights, increasing and log-spaced; extended past an edge that holds a
+        minimum (:func:`extended_search`).
     to_volume_frame : callable, optional
         Maps a ``(n_tilt, ny, nx)`` stack to the frame of the volume (the alignment); the
         split is drawn before it, on the integer counts. Default: the identity.
@@ -187,15 +194,20 @@ def weights_by_count_split(
     rows = signal_band(train / mean, band_rows)
     train, held_out, mask, bg = train[:, :, rows], held_out[:, :, rows], mask[:, rows], \
         bg[:, :, rows]
-    grid = np.asarray(grid, dtype=float)
-    c, n_w = len(channels), len(grid)
-    volumes = tv_kl(np.repeat(np.clip(train, 0, None), n_w, axis=0), angles_deg,
-                    weight=np.tile(grid, c), iterations=iterations,
-                    background=np.repeat(bg, n_w, axis=0), nz=nz, device=device,
-                    progress=False)
-    expected = np.asarray(project(volumes, angles_deg, device=device)) + np.repeat(bg, n_w, 0)
-    scores = np.array([poisson_deviance(held_out[i // n_w], expected[i], mask)
-                       for i in range(c * n_w)]).reshape(c, n_w)
+    c = len(channels)
+
+    def evaluate(weights: np.ndarray) -> np.ndarray:
+        n_w = len(weights)
+        volumes = tv_kl(np.repeat(np.clip(train, 0, None), n_w, axis=0), angles_deg,
+                        weight=np.tile(weights, c), iterations=iterations,
+                        background=np.repeat(bg, n_w, axis=0), nz=nz, device=device,
+                        progress=False)
+        expected = np.asarray(project(volumes, angles_deg, device=device))
+        expected += np.repeat(bg, n_w, 0)
+        return np.array([poisson_deviance(held_out[i // n_w], expected[i], mask)
+                         for i in range(c * n_w)]).reshape(c, n_w)
+
+    grid, scores = extended_search(evaluate, grid)
     choices = [refine_minimum(grid, row) for row in scores]
     return _choose(list(channels), grid, scores, choices,
                    "count halves: TV-KL on binomial half A, Poisson deviance on half B, "
@@ -228,6 +240,7 @@ def weights_by_left_out_tilts(
         Interleaved folds: fold ``k`` leaves out tilts ``k, k + folds, ...``. Default 4, or
         ``n_tilt // 2`` for fewer than 8 tilts, so that every fold leaves out 2 tilts.
     grid : sequence of float
+        As for :func:`weights_by_count_split`.
     band_rows : int or None
         Reconstruct and score only this many consecutive y rows (along the tilt axis), the
         band that holds the most signal (:func:`signal_band`); None: every row.
@@ -250,20 +263,25 @@ def weights_by_left_out_tilts(
     views = views / scale
     rows = signal_band(views, band_rows)
     views = views[:, :, rows]
-    grid = np.asarray(grid, dtype=float)
-    c, n_w = len(channels), len(grid)
-    fold_scores = np.zeros((c, folds, n_w))
-    for k in range(folds):
-        out = np.zeros(n_tilt, bool)
-        out[k::folds] = True
-        # the data term sums over views: each candidate as it weighs against n_tilt views
-        fold_weights = np.tile(grid, c) * (n_tilt - out.sum()) / n_tilt
-        volumes = solve(np.repeat(views[:, ~out], n_w, axis=0), angles_deg[~out], fold_weights)
-        predicted = np.asarray(project(volumes, angles_deg[out], device=device))
-        error = ramp_norm(predicted - np.repeat(views[:, out], n_w, axis=0))
-        fold_scores[:, k] = error.reshape(c, n_w)
-    norm = ramp_norm(views).reshape(c, 1)
-    scores = fold_scores.sum(axis=1) / np.maximum(norm, 1e-30)
+    c = len(channels)
+    norm = np.maximum(ramp_norm(views).reshape(c, 1), 1e-30)
+
+    def evaluate(weights: np.ndarray) -> np.ndarray:
+        n_w = len(weights)
+        scores = np.zeros((c, n_w))
+        for k in range(folds):
+            out = np.zeros(n_tilt, bool)
+            out[k::folds] = True
+            # the data term sums over views: each candidate as it weighs against n_tilt views
+            fold_weights = np.tile(weights, c) * (n_tilt - out.sum()) / n_tilt
+            volumes = solve(np.repeat(views[:, ~out], n_w, axis=0), angles_deg[~out],
+                            fold_weights)
+            predicted = np.asarray(project(volumes, angles_deg[out], device=device))
+            scores += ramp_norm(predicted - np.repeat(views[:, out], n_w, axis=0)
+                                ).reshape(c, n_w)
+        return scores / norm
+
+    grid, scores = extended_search(evaluate, grid)
     choices = [refine_minimum(grid, row) for row in scores]
     return _choose(list(channels), grid, scores, choices,
                    f"left-out tilts: {folds} interleaved folds, ramp-weighted squared error, "
@@ -411,6 +429,46 @@ def read_chosen_weights(path: str | Path) -> dict[str, float]:
                                 "chosen_weight)")
     chosen = table.drop_duplicates("channel").set_index("channel")["chosen_weight"]
     return {str(name): float(w) for name, w in chosen.items()}
+
+
+def extended_search(evaluate: Callable[[np.ndarray], np.ndarray], grid: Sequence[float],
+                    max_extensions: int = MAX_EXTENSIONS) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out scores over ``grid``, extended while some channel's lowest score lies at an
+    edge.
+
+    Each round adds one weight beyond every edge that holds a channel's minimum, one grid
+    step (the ratio of the first two weights) further out, and scores every channel there:
+    a curve still falling at the edge has its minimum outside the grid.
+
+    Parameters
+    ----------
+    evaluate : callable
+        ``weights (n,) -> scores (c, n)``, lower is better.
+    grid : sequence of float
+        Increasing, log-spaced candidate weights, > 0.
+    max_extensions : int
+        Rounds at most; a minimum still at an edge after them is kept (and warned about).
+
+    Returns
+    -------
+    grid : ndarray, shape (n_w,)
+        Increasing, the extensions included.
+    scores : ndarray, shape (c, n_w)
+    """
+    grid = np.asarray(grid, dtype=float)
+    scores = np.asarray(evaluate(grid))
+    ratio = grid[1] / grid[0]
+    for _ in range(max_extensions):
+        lowest = np.argmin(scores, axis=1)
+        new = ([grid[0] / ratio] if np.any(lowest == 0) else []) + \
+            ([grid[-1] * ratio] if np.any(lowest == len(grid) - 1) else [])
+        if not new:
+            break
+        grid = np.concatenate([grid, new])
+        scores = np.concatenate([scores, evaluate(np.asarray(new))], axis=1)
+        order = np.argsort(grid)
+        grid, scores = grid[order], scores[:, order]
+    return grid, scores
 
 
 def refine_minimum(grid: np.ndarray, scores: np.ndarray) -> tuple[float, bool]:
