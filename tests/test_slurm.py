@@ -291,7 +291,12 @@ def test_slurm_gpu_request_is_valid(slurm_cluster, slurm_run, tmp_path):
         "echo 'sbatch: error: refused by the test shim' >&2\nexit 1\n")
     (shim_dir / "sbatch").chmod(0o755)
     env = {**slurm_cluster.env, "PATH": f"{shim_dir}:{slurm_cluster.env['PATH']}"}
-    result = _snakemake(env, slurm_run, "results/demo_qd/recon/deep", timeout=300)
+    # The deep job alone: with its self-check on, tv (whose weights it reuses) comes first.
+    config = yaml.safe_load((slurm_run / "config" / "config.yaml").read_text())
+    config["reconstruct"]["deep"]["selfcheck"] = False
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = _snakemake(env, slurm_run, "results/demo_qd/recon/deep", "--configfile",
+                        str(tmp_path / "config.yaml"), timeout=300)
     output = (result.stdout + result.stderr)[-4000:]
     assert result.returncode != 0, output   # the shim refused the submission
     assert record.exists(), output
