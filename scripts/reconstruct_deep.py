@@ -7,15 +7,12 @@ from edxtomo.deep import run_deep, write_deep_run
 from edxtomo.io import load_tilt_series
 from edxtomo.options import ReconstructOptions
 from edxtomo.runtime import rule_context
-from edxtomo.tomo.methods import with_tv_weights
-from edxtomo.tomo.weights import read_chosen_weights
+from edxtomo.tomo.methods import with_weights_of
 
 with rule_context(snakemake.log.log, snakemake.threads):
     options = ReconstructOptions.model_validate(snakemake.params.options)
-    classical = options
-    if snakemake.input.tv:  # the self-check's tv takes the weights the tv job chose (`auto`)
-        classical = with_tv_weights(
-            options, read_chosen_weights(Path(snakemake.input.tv, "weights.tsv")))
+    # the self-check's tv takes the weights the tv job chose (input `tv`, with `auto`)
+    classical = with_weights_of(options, snakemake.input.tv or None)
     run = run_deep(
         load_tilt_series(snakemake.input.extracted),
         load_tilt_series(snakemake.input.aligned),

@@ -140,6 +140,7 @@ def test_tv_replicates_take_the_full_runs_chosen_weights(tmp_path):
     # `weight: auto` with the full run's weights.tsv must give the same replicates as those
     # weights written into the options: the choice is read back, not searched again.
     from edxtomo.options import ReconstructOptions
+    from edxtomo.tomo.methods import with_weights_of
     from edxtomo.tomo.weights import WeightCurves, read_chosen_weights, write_weights
     from edxtomo.uncertainty import method_replicates
 
@@ -152,6 +153,11 @@ def test_tv_replicates_take_the_full_runs_chosen_weights(tmp_path):
     write_weights([curves], tmp_path / "weights.tsv")
     chosen = read_chosen_weights(tmp_path / "weights.tsv")
     assert chosen == pytest.approx({"Zn": 0.7})
+    # the deep job's self-check reads them from the tv job's folder the same way
+    auto = ReconstructOptions(tv={"weight": "auto"})
+    assert with_weights_of(auto, tmp_path).tv.weight == pytest.approx({"Zn": 0.7})
+    assert with_weights_of(auto, None) is auto
+    assert with_weights_of(ReconstructOptions(tv={"weight": 0.3}), tmp_path).tv.weight == 0.3
 
     def replicates(weight, chosen_weights=None):
         options = ReconstructOptions(nz=8, tv={"weight": weight, "iterations": 5})

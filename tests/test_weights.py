@@ -8,13 +8,11 @@ import pytest
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.metrics import particle_region, psnr
 from edxtomo.tomo import project
+from edxtomo.tomo.grid_search import ramp_norm, refine_minimum, signal_band
 from edxtomo.tomo.tv import tv_kl
 from edxtomo.tomo.weights import (
     DENOISED_GRID,
     GRID,
-    ramp_norm,
-    refine_minimum,
-    signal_band,
     tv_kl_weights,
     weights_by_count_split,
     weights_by_left_out_tilts,

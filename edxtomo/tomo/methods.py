@@ -34,6 +34,7 @@ from edxtomo.tomo.weights import (
     AUTO,
     WeightCurves,
     chosen_weights,
+    read_chosen_weights,
     tv_kl_weights,
     write_weights,
 )
@@ -161,6 +162,21 @@ def with_tv_weights(options: ReconstructOptions, weights: dict[str, float]
         return options
     return options.model_copy(update={"tv": options.tv.model_copy(
         update={"weight": dict(weights)})})
+
+
+def with_weights_of(options: ReconstructOptions, tv_folder: str | Path | None
+                    ) -> ReconstructOptions:
+    """``options`` with the TV weight that a finished ``tv`` job chose, where it is ``auto``.
+
+    Parameters
+    ----------
+    options : ReconstructOptions
+    tv_folder : path-like or None
+        The ``tv`` job's folder, holding its ``weights.tsv``; None: ``options`` as they are.
+    """
+    if tv_folder is None:
+        return options
+    return with_tv_weights(options, read_chosen_weights(Path(tv_folder) / "weights.tsv"))
 
 
 def tv_weight_curves(series: TiltSeries, options: ReconstructOptions, *, seed: int = 0,
