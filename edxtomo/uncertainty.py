@@ -37,9 +37,10 @@ from edxtomo.align import apply_to_series
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import TiltSeries, write_volume
 from edxtomo.options import ReconstructOptions
+from edxtomo.options.base import with_chosen_weights
 from edxtomo.thickness import jackknife_se
 from edxtomo.tomo.counts import count_groups
-from edxtomo.tomo.methods import reconstruct_series, with_tv_weights
+from edxtomo.tomo.methods import reconstruct_series
 
 log = logging.getLogger(__name__)
 
@@ -188,16 +189,16 @@ def method_replicates(
     """
     if method == "deep":
         # torch-heavy: only for the deep replicates
-        from edxtomo.deep.run import run_deep, with_step_b_weights
+        from edxtomo.deep.run import run_deep
 
-        deep = with_step_b_weights(options.deep.model_copy(update={"selfcheck": False}),
-                                   chosen_weights or {})
+        deep = with_chosen_weights(options.deep.model_copy(update={"selfcheck": False}),
+                                   "mbir", chosen_weights or {})
 
         def reconstruct(raw: TiltSeries, aligned: TiltSeries) -> dict[str, np.ndarray]:
             return run_deep(raw, aligned, transforms, deep, nz=options.nz, seed=seed,
                             device=device, progress=False, classical=options).result.volumes
     else:
-        options = with_tv_weights(options, chosen_weights or {})
+        options = with_chosen_weights(options, "tv", chosen_weights or {})
 
         def reconstruct(raw: TiltSeries, aligned: TiltSeries) -> dict[str, np.ndarray]:
             return reconstruct_series(aligned, method, options, device=device, seed=seed)

@@ -26,8 +26,9 @@ from edxtomo.deep.pipeline import DeepResult, reconstruct_deep
 from edxtomo.deep.selfcheck import run_selfcheck, write_selfcheck
 from edxtomo.io import HAADF, TiltSeries, atomic_path, write_stack, write_volume
 from edxtomo.options import DeepOptions, FusedOptions, ReconstructOptions
+from edxtomo.options.base import with_chosen_weights
 from edxtomo.tomo.device import resolve_device
-from edxtomo.tomo.weights import AUTO, write_weights
+from edxtomo.tomo.weights import write_weights
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def run_deep(
     selfcheck = None
     if options.selfcheck:
         # The check scores the weights this run uses: step b's `auto` is not searched again.
-        checked = with_step_b_weights(options, result.chosen_weights)
+        checked = with_chosen_weights(options, "mbir", result.chosen_weights)
         held_out_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / "selfcheck"
         selfcheck = run_selfcheck(
             extracted, transforms,
@@ -129,18 +130,6 @@ def run_deep(
     return DeepRun(denoised, result, np.asarray(aligned.angles_deg), aligned.pixel_size_nm,
                    selfcheck)
 
-
-def with_step_b_weights(options: DeepOptions, weights: dict[str, float]) -> DeepOptions:
-    """``options`` with step b's weight fixed to ``weights`` (by channel) where it is ``auto``.
-
-    A rerun on part of the data (the self-check's half, a count-split replicate) then uses
-    the weights the full run chose instead of searching again, which costs as much as steps
-    b and d several times over.
-    """
-    if options.mbir.weight != AUTO or not weights:
-        return options
-    return options.model_copy(update={"mbir": options.mbir.model_copy(
-        update={"weight": dict(weights)})})
 
 
 def _steps_a_to_d(extracted: TiltSeries, aligned: TiltSeries, transforms: pd.DataFrame,

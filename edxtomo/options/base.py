@@ -108,3 +108,28 @@ def channel_weights(weight: ChannelWeight, channels: list[str], default: float) 
         fallback = float(weight.get("default", default))
         return [float(weight.get(name, fallback)) for name in channels]
     return [float(weight)] * len(channels)
+
+
+def with_chosen_weights(options: OptionsT, section: str, weights: Mapping[str, float]
+                        ) -> OptionsT:
+    """``options`` with ``options.<section>.weight`` fixed to ``weights`` (by channel) where it
+    is ``auto``.
+
+    A rerun on part of the data (the deep self-check's half, a count-split replicate) then
+    uses the weights the full run chose instead of searching again, which costs several
+    reconstructions.
+
+    Parameters
+    ----------
+    options : Options
+        Holding ``section`` (e.g. ``ReconstructOptions`` and ``"tv"``, ``DeepOptions`` and
+        ``"mbir"``).
+    section : str
+    weights : mapping of str to float
+        The chosen weights; empty: ``options`` as they are.
+    """
+    part = getattr(options, section)
+    if part.weight != "auto" or not weights:
+        return options
+    return options.model_copy(update={section: part.model_copy(
+        update={"weight": dict(weights)})})

@@ -25,6 +25,7 @@ import numpy as np
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import HAADF, TiltSeries, write_volume
 from edxtomo.options import ReconstructOptions, channel_weights
+from edxtomo.options.base import with_chosen_weights
 from edxtomo.options.reconstruct import TV_WEIGHT
 from edxtomo.tomo.fbp import fbp
 from edxtomo.tomo.fused import FusedResult, fused_reconstruct, split_counts, write_fit
@@ -151,18 +152,6 @@ def reconstruct_to_folder(
         write_volume(out / f"{name}.tif", volume, series.pixel_size_nm, name, metadata)
 
 
-def with_tv_weights(options: ReconstructOptions, weights: dict[str, float]
-                    ) -> ReconstructOptions:
-    """``options`` with the TV weight fixed to ``weights`` (by channel) where it is ``auto``.
-
-    A rerun of ``tv`` on part of the data (the deep self-check's half, a count-split
-    replicate) then uses the weights the full run chose, instead of searching again.
-    """
-    if options.tv.weight != AUTO or not weights:
-        return options
-    return options.model_copy(update={"tv": options.tv.model_copy(
-        update={"weight": dict(weights)})})
-
 
 def with_weights_of(options: ReconstructOptions, tv_folder: str | Path | None
                     ) -> ReconstructOptions:
@@ -176,7 +165,8 @@ def with_weights_of(options: ReconstructOptions, tv_folder: str | Path | None
     """
     if tv_folder is None:
         return options
-    return with_tv_weights(options, read_chosen_weights(Path(tv_folder) / "weights.tsv"))
+    return with_chosen_weights(options, "tv",
+                               read_chosen_weights(Path(tv_folder) / "weights.tsv"))
 
 
 def tv_weight_curves(series: TiltSeries, options: ReconstructOptions, *, seed: int = 0,
