@@ -147,8 +147,8 @@ def main() -> None:
     parser.add_argument("--z-spread-nm", type=float, default=12.0)
     parser.add_argument("--pad-vox", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--step-deg", type=float, default=1.0,
-                        help="angular step of the rays (the demo's: 1)")
+    parser.add_argument("--step-deg", type=lambda v: v if v == "auto" else float(v),
+                        default="auto", help="angular step of the rays (default: auto)")
     args = parser.parse_args()
     # The demo's analyze settings (config/config.yaml), rays at --step-deg.
     options = AnalyzeOptions(center="In", step_deg=args.step_deg)

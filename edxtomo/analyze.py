@@ -22,6 +22,7 @@ from edxtomo.thickness import (
     ShellMaps,
     add_intervals,
     particle_thickness_table,
+    ray_step_deg,
     stack_shell_maps,
 )
 from edxtomo.uncertainty import replicate_folders
@@ -108,10 +109,12 @@ def analyze_volumes(
         haadf=haadf if options.segment_on == "auto" else None,
         threshold=options.threshold, min_volume_nm3=options.min_volume_nm3)
     log.info("%d particles at threshold %.4g", len(segmentation.table), segmentation.threshold)
-    rows, maps = _thickness(volumes, segmentation, voxel_size_nm, options)
+    step_deg = ray_step_deg(options.step_deg, _largest_radius_vox(segmentation, voxel_size_nm))
+    log.info("rays every %.3g degrees", step_deg)
+    rows, maps = _thickness(volumes, segmentation, voxel_size_nm, options, step_deg)
     if replicates is not None:
-        rows = add_intervals(rows, [_thickness(r, segmentation, voxel_size_nm, options)[0]
-                                    for r in replicates])
+        rows = add_intervals(rows, [_thickness(r, segmentation, voxel_size_nm, options,
+                                               step_deg)[0] for r in replicates])
         log.info("intervals from %d count-split replicates", len(replicates))
     log.info("flags: %s", dict(zip(*np.unique(rows["flag"], return_counts=True), strict=True)))
     return Analysis(segmentation, rows, maps, voxel_size_nm)
@@ -122,13 +125,20 @@ def _load_volumes(folder: str | Path) -> tuple[dict[str, np.ndarray], float]:
     return load_specimen({p.stem: p for p in sorted(Path(folder).glob("*.tif"))})
 
 
+def _largest_radius_vox(segmentation: Segmentation, voxel_size_nm: float) -> float:
+    """Radius (voxels) of the sphere of the largest particle's volume; 0 with no particle."""
+    diameters_nm = segmentation.table["equivalent_diameter_nm"]
+    return float(diameters_nm.max()) / 2.0 / voxel_size_nm if len(diameters_nm) else 0.0
+
+
 def _thickness(volumes: dict[str, np.ndarray], segmentation: Segmentation,
-               voxel_size_nm: float, options: AnalyzeOptions):
-    """:func:`particle_thickness_table` of the element volumes with the analyze options."""
+               voxel_size_nm: float, options: AnalyzeOptions, step_deg: float):
+    """:func:`particle_thickness_table` of the element volumes with the analyze options and
+    rays every ``step_deg`` degrees."""
     elements = {name: v for name, v in volumes.items() if name != HAADF}
     return particle_thickness_table(
         elements, segmentation.labels, segmentation.table, voxel_size_nm,
-        center=options.center, step_deg=options.step_deg, threshold=options.shell_threshold,
+        center=options.center, step_deg=step_deg, threshold=options.shell_threshold,
         reference=options.shell_level)
 
 

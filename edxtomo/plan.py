@@ -37,7 +37,7 @@ from edxtomo.options.plan import PlanOptions, TiltScheme
 from edxtomo.simulate import true_shell_thickness
 from edxtomo.simulate.counts import count_series, phantom_volumes
 from edxtomo.statistics import CONFIDENCE
-from edxtomo.thickness import FLAG_OK, solid_angle_weights, sphere_grid
+from edxtomo.thickness import FLAG_OK, ray_step_deg, solid_angle_weights, sphere_grid
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,10 @@ def measure_point(
         kind = spec["specimen"].get("kind")
         raise EdxtomoInputError("plan.preset: the plan measures the shells of core-shell "
                                 f"particles (quantum_dots); this specimen is {kind!r}")
-    truth = {(p["id"], e): true_mean_thickness(p, e, analyze.step_deg)
+    # with `auto`, the truth on the finest grid `auto` may choose (a continuum mean to within
+    # a fraction of a percent); the measurement's own grid is coarser only on small particles
+    truth_step_deg = ray_step_deg(analyze.step_deg, radius_vox=np.inf)
+    truth = {(p["id"], e): true_mean_thickness(p, e, truth_step_deg)
              for p in particles for e in densities}
     angles = scheme_angles(scheme)
     lo, hi = scheme.tilt_range_deg

@@ -42,8 +42,9 @@ class AnalyzeOptions(Options):
     center: Annotated[str, StringConstraints(pattern=r"^(particle|[A-Z][a-z]?)$")] = "particle"
     """origin of the rays: the particle's centroid (`particle`), or the centroid of one element
     (`In` for an InP core)"""
-    step_deg: float = Field(1.0, gt=0, le=30)
-    """angular step of the (theta, phi) grid of rays"""
+    step_deg: Literal["auto"] | Annotated[float, Field(gt=0, le=30)] = "auto"
+    """angular step of the (theta, phi) grid of rays (degrees, dividing 180); `auto`: rays at
+    most half a voxel apart on the largest particle's surface, never finer than 1 degree"""
     shell_threshold: float = Field(0.5, gt=0, lt=1)
     """an element is present along a ray where it exceeds this fraction of its level in the
     particle (half maximum: the edge of a blurred step)"""

@@ -35,6 +35,7 @@ from edxtomo.thickness.intervals import (
 from edxtomo.thickness.rays import ShellMaps, shell_thickness
 from edxtomo.thickness.sphere import (
     ray_directions,
+    ray_step_deg,
     solid_angle_weights,
     sphere_grid,
     weighted_quantile,
@@ -72,6 +73,7 @@ __all__ = [
     "particle_shell_maps",
     "particle_thickness_table",
     "ray_directions",
+    "ray_step_deg",
     "shell_statistics",
     "shared_blur_vox",
     "shell_thickness",

@@ -13,6 +13,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+AUTO_RAY_SPACING_VOX = 0.5
+"""Largest spacing (voxels) of neighbouring rays on the largest particle's surface, ``auto``."""
+
+FINEST_AUTO_STEP_DEG = 1.0
+"""``auto`` never samples finer than this: rays 1.7 voxels apart at a radius of 100 voxels."""
+
 
 def sphere_grid(step_deg: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """The (theta, phi) grid of the ray directions.
@@ -36,6 +42,34 @@ def sphere_grid(step_deg: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     theta_deg = np.linspace(-90.0, 90.0, n_half + 1)
     phi_deg = np.arange(2 * n_half) * (360.0 / (2 * n_half))
     return theta_deg, phi_deg
+
+
+def ray_step_deg(step_deg: float | str, radius_vox: float) -> float:
+    """The angular step of the rays: ``step_deg`` itself, or the step that ``"auto"`` means.
+
+    ``"auto"`` is the coarsest step of ``180 / n`` degrees that puts neighbouring rays at
+    most :data:`AUTO_RAY_SPACING_VOX` apart where they leave a sphere of ``radius_vox``,
+    and never finer than :data:`FINEST_AUTO_STEP_DEG`. A reconstruction holds no detail
+    finer than 2 voxels (its Nyquist period), so rays half a voxel apart on the outermost
+    surface sample every shell at least four times per resolvable period; a 1-degree grid
+    samples a 10-voxel particle about three times finer than that, at eight times the cost.
+
+    Parameters
+    ----------
+    step_deg : float or "auto"
+        The ``analyze.step_deg`` option.
+    radius_vox : float
+        Radius of the largest particle (voxels).
+
+    Returns
+    -------
+    float
+        Degrees; 180 divided by it is an integer.
+    """
+    if step_deg != "auto":
+        return float(step_deg)
+    n_half = int(np.ceil(np.pi * radius_vox / AUTO_RAY_SPACING_VOX))
+    return max(180.0 / max(n_half, 1), FINEST_AUTO_STEP_DEG)
 
 
 def ray_directions(theta_deg: np.ndarray, phi_deg: np.ndarray) -> np.ndarray:
