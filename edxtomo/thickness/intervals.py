@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 INTERVAL_METRICS = ("thickness_mean_nm", "thickness_cv", "no_shell_fraction")
 """Statistics that carry an interval in the thickness table."""
@@ -66,7 +66,7 @@ def jackknife_interval(
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     replicates = np.asarray(replicates, dtype=float)
-    half = stats.t.ppf(0.5 + confidence / 2, replicates.shape[0] - 1) * jackknife_se(replicates)
+    half = special.stdtrit(replicates.shape[0] - 1, 0.5 + confidence / 2) * jackknife_se(replicates)
     estimate = np.asarray(estimate, dtype=float)
     return estimate - half, estimate + half
 
