@@ -2,6 +2,13 @@
 # `snakemake plan --report plan.html` reports it. One job per dose and tilt scheme.
 
 
+# The table and its figure take seconds: on a cluster they run in the Snakemake process.
+localrules:
+    plan_table,
+    figure_plan,
+    plan,
+
+
 rule plan_point:
     input:
         preset=CONFIG.plan.preset,

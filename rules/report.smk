@@ -1,3 +1,18 @@
+# Tables and figures take seconds each: on a cluster they run in the Snakemake process
+# itself, not as a dozen jobs that each wait in the queue.
+localrules:
+    tables,
+    figure_spectrum,
+    figure_alignment,
+    figure_slices,
+    figure_segmentation,
+    figure_thickness,
+    figure_distributions,
+    figure_selfcheck,
+    figure_weights,
+    figure_haadf_model,
+
+
 rule tables:
     input:
         analysis_dirs,
