@@ -115,7 +115,11 @@ def fit_haadf_model(
     bin_px: int = 4,
     count_noise: bool = True,
 ) -> HaadfModel:
-    """Fit ``gamma``, ``s`` and ``b_t`` of the HAADF model to the raw projections.
+    """Fit ``gamma``, ``L``, ``s`` and ``b_t`` of the HAADF model to the raw projections.
+
+    ``L`` and ``gamma`` alternate on their grids (:data:`SATURATION_GRID`, steps of
+    :data:`GAMMA_STEP`); ``L`` stays infinite unless a finite one lowers chi2 by more than
+    :data:`SATURATION_CHI2`.
 
     Parameters
     ----------
