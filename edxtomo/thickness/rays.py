@@ -79,8 +79,9 @@ class ShellMaps:
     Attributes
     ----------
     thickness_nm : ndarray, shape (n_theta, n_phi)
-        Total length in nm of the intervals above the threshold along each ray; 0 where the
-        ray meets no shell.
+        Total length in nm of the intervals above the threshold along each ray, a dip under
+        it bridged where the element's mean profile is above it (see the module notes); 0
+        where the ray meets no shell.
     inner_radius_nm, outer_radius_nm : ndarray, shape (n_theta, n_phi)
         Distance in nm from the centre to the first entry and the last exit; NaN where the ray
         meets no shell. An element present at the centre (a core) has an inner radius of 0.
