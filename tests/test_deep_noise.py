@@ -13,6 +13,7 @@ from scipy import ndimage
 from test_deep import ANGLES, ELEMENTS, FAST_DEEP, FAST_DENOISE, _specimen
 
 from edxtomo.deep import denoise_projections, reconstruct_deep
+from edxtomo.deep.denoise import RECORRUPTION_ALPHA, RECORRUPTION_SHARE
 from edxtomo.deep.noise import (
     correlation_length,
     count_scale,
@@ -167,6 +168,32 @@ def test_recorrupted_pairs_have_uncorrelated_noise():
     assert corr(noise[..., 1:], noise[..., :-1]) > 0.5
 
 
+def test_recorruption_share_fits_the_wiener_filter_of_the_maps():
+    """A linear denoiser fitted to recorrupted pairs whose ``z`` carries
+    ``RECORRUPTION_SHARE`` of the noise variance is the maps' own Wiener filter
+    ``S / (S + N)`` where the signal dominates; with the full variance it is the Wiener
+    filter of the noisier input, ``S / (S + (1 + alpha^2) N)``."""
+    rng = np.random.default_rng(0)
+    signal_var, noise_var, n = 4.0, 1.0, 200_000
+    maps = torch.as_tensor((rng.normal(0, np.sqrt(signal_var), n)
+                            + rng.normal(0, np.sqrt(noise_var), n)).reshape(1, 1, 1, n))
+
+    def fitted_gain(share):
+        std = torch.full_like(maps, np.sqrt(share * noise_var))
+        first, second = recorrupt(maps, std, 0.0, RECORRUPTION_ALPHA,
+                                  torch.Generator().manual_seed(1))
+        return float(torch.sum(first * second) / torch.sum(first * first))
+
+    wiener = signal_var / (signal_var + noise_var)
+    # The least-squares gain over 200,000 pixels has a standard error of about
+    # sqrt(var(second) / (n var(first))) = sqrt(9 / (2e5 * 5.2)) = 0.003. With the share the
+    # gain is (S + (1 - c) N) / (S + N + alpha^2 c N) = 0.808, 0.008 above the Wiener gain
+    # 0.8 at S / N = 4; with the full variance S / (S + 1.25 N) = 0.762, 0.038 under it.
+    # 0.02 holds the first (bias plus 4 standard errors) and excludes the second.
+    assert abs(fitted_gain(RECORRUPTION_SHARE) - wiener) < 0.02
+    assert abs(fitted_gain(1.0) - wiener) > 0.02
+
+
 def test_correlated_float_maps_are_denoised_with_recorrupted_pairs(caplog):
     _, exported, _, _ = _exported(seed=0, n=16)
     options = FAST_DENOISE.model_copy(update={"steps": 5})
@@ -222,31 +249,41 @@ def _scores(volume, truth, region):
 
 @pytest.mark.slow
 def test_correlated_float_maps_come_close_to_the_count_path():
-    """The issue's requirement, met on In and Se, on S only for seed 2 (PSNR dB In / Se / S,
-    300 steps, FAST_DEEP; seeds 0, 1 and 2 of :func:`_exported`, interpolation order 1;
-    2026-11-28):
+    """The issue's requirement, met on In and Se, on S for seeds 1, 2 and 4 but not for this
+    test's seed 0 (PSNR dB In / Se / S, 300 steps, FAST_DEEP; seeds 0-4 of
+    :func:`_exported`, interpolation order 1; 2026-11-28):
 
-    - count path (binomial on the raw counts, then aligned; seed 0 In and Se from an earlier
-      run): 24.39 / 17.92 / 13.99 and 24.13 / 17.48 / 14.03 and 24.40 / 17.41 / 13.95
-    - float path, recorrupted (auto; a 1.25 px filter measured, deconvolved): 25.51 / 16.89
-      / 12.70 and 25.44 / 16.25 / 12.74 and 25.25 / 16.39 / 13.03; SSIM 0.89-0.90 /
-      0.68-0.69 / 0.34-0.41, correlation 0.94 / 0.81-0.84 / 0.61-0.64
-    - best filtered SIRT: 21.97 / 15.43 / 12.81 and 21.94 / 15.42 / 12.80 and 21.85 / 15.28
-      / 12.83; SSIM 0.66 / 0.49-0.52 / 0.33-0.35, correlation 0.86 / 0.76-0.77 / 0.62-0.63
-    - before, blindspot (L = 3 px, same filter deconvolved): 22.53 / 14.10 / 12.42 and
-      22.45 / 13.81 / 12.29 and 22.69 / 13.72 / 12.32; neighbor2neighbor (passes the
-      correlated noise): 22.32 / 15.54 / 12.71 and 22.10 / 15.42 / 12.72 and 22.27 / 15.28
-      / 12.70
+    - count path (binomial on the raw counts, then aligned): 24.44 / 17.85 / 13.99,
+      24.13 / 17.48 / 14.02, 24.40 / 17.41 / 13.95, 24.22 / 17.54 / 14.06,
+      24.78 / 18.07 / 14.33
+    - float path, recorrupted (auto; a 1.25 px filter measured, deconvolved; the
+      recorruption noise at RECORRUPTION_SHARE = 0.8 of the measured covariance):
+      25.16 / 16.71 / 12.74, 25.17 / 16.20 / 13.14, 25.00 / 16.23 / 13.21,
+      25.15 / 16.84 / 12.85, 25.48 / 16.64 / 13.32; S SSIM 0.347 / 0.413 / 0.431 / 0.363 /
+      0.461, correlation 0.611 / 0.655 / 0.662 / 0.623 / 0.672
+    - best filtered SIRT: 21.97 / 15.43 / 12.81, 21.94 / 15.42 / 12.80,
+      21.85 / 15.28 / 12.83, 21.89 / 15.31 / 12.86, 22.03 / 15.42 / 12.84; S SSIM 0.349 /
+      0.330 / 0.348 / 0.354 / 0.345, correlation 0.625 / 0.623 / 0.627 / 0.630 / 0.628
+    - with the full covariance (share 1, Pang et al.): 25.51 / 16.89 / 12.70,
+      25.43 / 16.25 / 12.74, 25.24 / 16.39 / 13.03, 25.30 / 16.59 / 12.72,
+      25.56 / 16.66 / 13.10 (S met on seeds 2 and 4)
+    - before, blindspot (L = 3 px, same filter deconvolved), seeds 0-2: 22.53 / 14.10 /
+      12.42 and 22.45 / 13.81 / 12.29 and 22.69 / 13.72 / 12.32; neighbor2neighbor (passes
+      the correlated noise): 22.32 / 15.54 / 12.71 and 22.10 / 15.42 / 12.72 and 22.27 /
+      15.28 / 12.70
     - ceiling, seed 0: the noise-free maps through the same alignment blur and filter,
       reconstructed alike, 23.34 / 16.28 / 13.64 (the noisy floats without denoising:
       22.40 / 15.52 / 12.79).
 
-    In and Se meet the requirement on the three seeds (In even beats the count path, which
+    In and Se meet the requirement on the five seeds (In even beats the count path, which
     does not undo the alignment's interpolation blur); asserted. S, the thinnest shell,
-    meets it on seed 2; on seeds 0 and 1 it stays 0.06-0.11 dB under the best filtered
-    SIRT, and 0.01-0.02 in correlation (seed 0 also 0.01 in SSIM): the white-noise variance
-    of a 1 px shell is the hardest to read from the maps. S is checked and reported as an
-    expected failure (pytest.xfail) while it is not met.
+    stays on seed 0 0.05-0.07 dB and 0.012-0.014 in correlation under the best filtered
+    SIRT, level in SSIM (this test's run: 12.76 dB, SSIM 0.350, correlation 0.613; the
+    figures above: a script of this test's functions), and on seed 3 0.01 dB and 0.007 in
+    correlation. Se moves non-monotonically
+    with the share (seed 0: 16.89 at 1, 16.71 at 0.8, 17.18 at 0.72): one training
+    differs from another by 0.2-0.3 dB, as much as S's gap. S is checked and reported as
+    an expected failure (pytest.xfail) while it is not met.
     """
     raw, exported, truth, align = _exported(seed=0)
     region = particle_region(truth)

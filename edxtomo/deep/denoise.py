@@ -20,11 +20,14 @@ the pairs are drawn by :mod:`edxtomo.deep.pairs`:
     from the maps (a Gaussian filter of the width the noise autocorrelation gives,
     :func:`edxtomo.deep.noise.correlation_sigma`, of white noise whose variance is affine in
     the local mean, :func:`edxtomo.deep.noise.white_noise_std`); noise ``z`` of that
-    covariance is drawn afresh each step and the network maps ``y + alpha z`` onto
-    ``y - z / alpha``, whose noises are uncorrelated, so the L2 loss is unbiased without
-    hiding any pixel (:func:`edxtomo.deep.pairs.recorrupt`). With ``deconvolve`` the output
-    is blurred by the measured filter before the loss, so it undoes that filter. Inference
-    averages the outputs of ``inference_splits`` recorrupted inputs.
+    covariance, times :data:`RECORRUPTION_SHARE`, is drawn afresh each step and the network
+    maps ``y + alpha z`` onto ``y - z / alpha`` (:func:`edxtomo.deep.pairs.recorrupt`).
+    With ``z`` of the full covariance the two noises are uncorrelated and the L2 loss is
+    unbiased without hiding any pixel, but the network learns the denoiser of the noisier
+    input ``y + alpha z``; the share makes it, where the signal dominates, the denoiser of
+    ``y`` itself. With ``deconvolve`` the output is blurred by the measured filter before the
+    loss, so it undoes that filter. Inference averages the outputs of ``inference_splits``
+    recorrupted inputs.
 ``"blindspot"``
     Float maps whose noise is spatially correlated (alignment interpolation, export filters:
     :func:`edxtomo.deep.noise.noise_autocorrelation`, correlation length ``L`` px). Neighbouring
@@ -96,6 +99,17 @@ log = logging.getLogger(__name__)
 RECORRUPTION_ALPHA = 0.5
 """``alpha`` of the recorrupted pairs ``(y + alpha z, y - z / alpha)``, Pang et al.'s choice:
 the input carries ``1 + alpha^2`` times the maps' noise variance, the target ``1 + alpha^-2``."""
+
+RECORRUPTION_SHARE = 1 / (1 + RECORRUPTION_ALPHA**2)
+"""Share ``c`` of the measured noise covariance ``Sigma`` that the recorruption noise ``z``
+carries. With ``z`` of ``c Sigma``, a linear denoiser fitted to the pairs is, per frequency of
+signal power ``S`` and noise power ``N``, ``H = (S + (1 - c) N) / (S + N + alpha^2 c N)``.
+``c = 1`` (Pang et al.) gives the Wiener filter of the noisier input ``(1 + alpha^2) N``,
+which over-smooths the maps; ``c = 1 / (1 + alpha^2 S / (S + N))`` gives the maps' own
+Wiener filter ``S / (S + N)``, and ``1 / (1 + alpha^2)`` is its limit where the signal
+dominates (where noise dominates, ``H`` keeps ``(1 - c) / (1 + alpha^2 c)``, 1/6 of the noise
+amplitude). Measured on the 32 px test specimen (seeds 0-4): the thin S shell +0.04 to
++0.40 dB, In -0.08 to -0.35 dB, Se -0.18 to +0.25 dB against ``c = 1``."""
 
 
 @dataclass
@@ -197,7 +211,7 @@ def denoise_projections(
                  "; the output, blurred by it, is fitted to the maps" if opts.deconvolve
                  else "")
     if scheme == "recorrupted":
-        data.noise_std = data.white_noise_std()
+        data.noise_std = data.white_noise_std() * np.float32(np.sqrt(RECORRUPTION_SHARE))
     everything = list(range(len(elements)))
     if opts.networks == "shared":
         plans = [(everything, [])]
@@ -251,8 +265,9 @@ class _Data:
     pixel (count schemes) or the standard deviation (floats), ``(n_el,)``. ``haadf``:
     normalised ``(n_tilt, 1, ny, nx)`` or None. ``blur_px``: sigma (px) of the filter the
     float maps' noise went through; ``deconvolve``: fit the output blurred by it.
-    ``noise_std``: ``recorrupted``, the white noise's standard deviation per pixel before
-    that filter, in the normalised units, like ``values``.
+    ``noise_std``: ``recorrupted``, the standard deviation per pixel of the white noise that
+    the recorruption noise is drawn from before that filter (the measured one times
+    ``sqrt(RECORRUPTION_SHARE)``), in the normalised units, like ``values``.
     """
 
     scheme: str
