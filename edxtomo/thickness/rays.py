@@ -3,8 +3,9 @@
 Each element's volume is sampled along every ray by trilinear interpolation, at a step well
 under one voxel. Where the sampled profile is above a threshold, the element is present. The
 crossings of the threshold are located between samples by linear interpolation. The thickness
-along a ray is the total length of the intervals above the threshold; the inner radius is the
-first entry and the outer radius the last exit.
+along a ray is the total length of the intervals above the threshold (noise dips inside a
+shell bridged, see below); the inner radius is the first entry and the outer radius the last
+exit.
 
 The default threshold is half of the element's level in that particle: a reconstruction
 blurs a sharp boundary by a roughly symmetric point-spread function, and a symmetric blur of
