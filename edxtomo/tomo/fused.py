@@ -23,7 +23,8 @@ Steps:
 2. ``lambda_H = m / sigma_h^2`` with ``sigma_h^2`` the per-pixel misfit variance of that
    fit. The multiplier ``m`` is chosen on count halves (binomial split): reconstruct from
    half A at each candidate ``m`` (``0`` is TV-KL, fusion off), score the Poisson deviance
-   of half B.
+   of half B, on the band of y rows with the most counts (as the TV weight searches: on
+   the demo the same choice as every row, in a fifth of the time).
 3. :func:`fused_pdhg` -- the diagonally preconditioned PDHG of :mod:`edxtomo.tomo.tv`
    with the HAADF row added to ``K``, batched over the elements.
 
@@ -53,6 +54,7 @@ from tqdm.auto import tqdm
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.tomo.counts import count_groups
 from edxtomo.tomo.device import resolve_device
+from edxtomo.tomo.grid_search import BAND_ROWS, signal_band
 from edxtomo.tomo.haadf_model import HaadfModel, fit_haadf_model
 from edxtomo.tomo.operators import gradient, gradient_adjoint, kl_divergence, total_variation
 from edxtomo.tomo.projector import Projector
@@ -403,18 +405,26 @@ def _support(counts, background, angles_deg, count_noise, nz, device) -> np.ndar
 
 
 def _choose_haadf_weight(halves, background, haadf, angles_deg, model, weight, count_noise,
-                         common) -> float:
-    """The candidate ``m`` whose half-A reconstruction best predicts half B (Poisson)."""
+                         common, band_rows: int | None = BAND_ROWS) -> float:
+    """The candidate ``m`` whose half-A reconstruction best predicts half B (Poisson).
+
+    The candidates reconstruct only the ``band_rows`` y rows with the most counts
+    (:func:`~edxtomo.tomo.grid_search.signal_band`; None: every row): the rows along the
+    tilt axis are separate problems but for TV, so a band is the same search, smaller."""
     half_a, half_b = (np.clip(np.asarray(h, dtype=np.float32), 0, None) for h in halves)
+    rows = signal_band(half_a / np.maximum(half_a.mean(axis=(1, 2, 3), keepdims=True), 1e-30),
+                       band_rows)
+    half_a, half_b, haadf = half_a[:, :, rows], half_b[:, :, rows], haadf[:, rows]
     # half the dose: half the background, twice the HAADF per count
+    half_background = np.broadcast_to(background, halves[0].shape)[:, :, rows] / 2
     half_model = replace(model, coefficients=2 * model.coefficients)
-    support = _support(half_a, background / 2, angles_deg, count_noise, common["nz"],
+    support = _support(half_a, half_background, angles_deg, count_noise, common["nz"],
                        common["device"])
     deviance = {}
     for m in HAADF_WEIGHTS:
-        volumes, _ = fused_pdhg(half_a, background / 2, haadf, angles_deg, half_model, weight,
+        volumes, _ = fused_pdhg(half_a, half_background, haadf, angles_deg, half_model, weight,
                                 m, support=support, **common)
-        deviance[m] = held_out_deviance(volumes, half_b, background / 2, angles_deg,
+        deviance[m] = held_out_deviance(volumes, half_b, half_background, angles_deg,
                                         common["device"])
     log.info("fused: held-out Poisson deviance by HAADF weight m: %s",
              {m: round(d, 1) for m, d in deviance.items()})

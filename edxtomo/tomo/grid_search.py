@@ -9,6 +9,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+BAND_ROWS = 16
+"""y rows that a weight search reconstructs (measured in ``bench/README.md``)."""
+
 MAX_EXTENSIONS = 4
 """Rounds by which a search extends its grid past an edge that holds a minimum (each one grid
 step, so up to a factor ~100 beyond the default grids)."""

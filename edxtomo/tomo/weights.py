@@ -63,7 +63,13 @@ import torch
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import atomic_path
 from edxtomo.tomo.counts import count_groups, poisson_deviance
-from edxtomo.tomo.grid_search import extended_search, ramp_norm, refine_minimum, signal_band
+from edxtomo.tomo.grid_search import (
+    BAND_ROWS,
+    extended_search,
+    ramp_norm,
+    refine_minimum,
+    signal_band,
+)
 from edxtomo.tomo.projector import project
 from edxtomo.tomo.tv import tv_kl
 
@@ -78,9 +84,6 @@ demo specimen at 800 counts per element and tilt the truth-optimal weights lie i
 
 DENOISED_GRID = tuple(float(w) for w in np.geomspace(0.003, 1.0, 6))
 """Candidate weights of deep's step b, on denoised views (far less noise than raw counts)."""
-
-BAND_ROWS = 16
-"""y rows that a weight search reconstructs (measured in ``bench/README.md``)."""
 
 SPLIT_STREAM = 0x3E1617
 """Mixed into the seed, so the weight split is not the denoiser's nor the self-check's."""
