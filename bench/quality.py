@@ -59,7 +59,6 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from scipy import ndimage
 
 from edxtomo.deep import denoise_projections, reconstruct_deep
 from edxtomo.io import TiltSeries
@@ -68,6 +67,7 @@ from edxtomo.options import DeepOptions, FusedOptions, channel_weights
 from edxtomo.options.deep import MBIR_WEIGHT
 from edxtomo.simulate.acquisition import atomic_number
 from edxtomo.simulate.counts import count_series, phantom_volumes
+from edxtomo.simulate.export import exported_floats
 from edxtomo.tomo import project, sirt
 from edxtomo.tomo.fused import fused_reconstruct
 from edxtomo.tomo.tv import mbir_l2, tv_kl
@@ -78,9 +78,6 @@ log = logging.getLogger("bench.quality")
 PRESET = Path(__file__).resolve().parents[1] / "resources" / "specimens" / "qd_demo.yaml"
 ELEMENTS = ["In", "P", "Zn", "Se", "S"]
 GROUPS = ("classical", "deep", "reference", "fused", "deepfused", "float")
-EXPORT_SCALE = 0.37
-"""Scale of the exported float maps (counts per second, say): not a lattice the scheme could
-take for counts, since the filter comes first."""
 
 
 def deep_options(budget: str = "full", mbir_weight: float | None = None) -> DeepOptions:
@@ -261,60 +258,10 @@ def _fused(series, expected, gross, background, angles, truth, region, device, a
     add("fused", scores, time.perf_counter() - t, chosen)
 
 
-def exported_floats(series, expected: np.ndarray, seed: int):
-    """The float maps of an export by other software, and the raw counts they came from.
-
-    The expected net counts ``(n_element, n_tilt, ny, nx)`` and the background of
-    ``series`` are moved into a raw frame by a seeded sub-pixel shift (+-1.5 px) and axis
-    rotation (+-3 deg) per tilt, Poisson counts are drawn there, aligned back by linear
-    interpolation, the background removed, a Gaussian filter of 1 px applied and the maps
-    scaled by :data:`EXPORT_SCALE`.
-
-    Returns
-    -------
-    raw : TiltSeries
-        The raw-frame counts (with their background and the HAADF), for the count path.
-    floats : TiltSeries
-        The exported maps (``counts: false``) and the aligned HAADF.
-    align : callable
-        The alignment of a raw-frame ``(n_tilt, ny, nx)`` stack.
-    """
-    rng = np.random.default_rng(1000 + seed)
-    n_tilt = len(series.angles_deg)
-    shifts, angles = rng.uniform(-1.5, 1.5, (n_tilt, 2)), rng.uniform(-3, 3, n_tilt)
-
-    def to_raw(stack):
-        return np.stack([ndimage.shift(ndimage.rotate(view, -a, reshape=False, order=1), -s,
-                                       order=1)
-                         for view, a, s in zip(stack.astype(float), angles, shifts,
-                                               strict=True)])
-
-    def align(stack):
-        return np.stack([ndimage.rotate(ndimage.shift(view, s, order=1), a, reshape=False,
-                                        order=1)
-                         for view, a, s in zip(stack.astype(float), angles, shifts,
-                                               strict=True)])
-
-    raw, floats, backgrounds = {}, {}, {}
-    for element, mean in zip(ELEMENTS, expected, strict=True):
-        backgrounds[element] = to_raw(series.background[element]).astype(np.float32)
-        raw[element] = rng.poisson(np.clip(to_raw(mean) + backgrounds[element], 0, None))
-        aligned = align(raw[element]) - align(backgrounds[element])
-        floats[element] = (ndimage.gaussian_filter(aligned, (0, 1.0, 1.0)) * EXPORT_SCALE
-                           ).astype(np.float32)
-    haadf = series.channels["HAADF"]
-    raw_series = TiltSeries({e: c.astype(np.int32) for e, c in raw.items()}
-                            | {"HAADF": to_raw(haadf).astype(np.float32)},
-                            series.angles_deg, series.pixel_size_nm, {}, backgrounds)
-    float_series = TiltSeries(floats | {"HAADF": haadf}, series.angles_deg,
-                              series.pixel_size_nm, {"counts": False})
-    return raw_series, float_series, align
-
-
 def _float(series, expected, angles, truth, region, seed, device, add,
            options: DeepOptions) -> None:
     """The float-map rows: deep on the exported floats, the count path, best filtered SIRT."""
-    raw, floats, align = exported_floats(series, expected, seed)
+    raw, floats, align = exported_floats(series, expected, np.random.default_rng(1000 + seed))
 
     def scores(volumes):
         return {e: (psnr(volumes[e], truth[i], region), ssim3d(volumes[e], truth[i], region),

@@ -6,6 +6,8 @@
   HAADF, bremsstrahlung and stage misalignment.
 - :mod:`~edxtomo.simulate.velox`: the Velox EMD writer.
 - :mod:`~edxtomo.simulate.series`: a whole tilt series from a preset, with the ground truth.
+- :mod:`~edxtomo.simulate.counts`: count maps of a preset at a chosen dose (the plan).
+- :mod:`~edxtomo.simulate.export`: float maps as other software exports them.
 """
 
 from edxtomo.simulate.acquisition import Acquisition, apply_misalignment, xray_lines
