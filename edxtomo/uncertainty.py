@@ -26,9 +26,10 @@ to lower the coverage of the mean thickness's interval on SIRT (10 seeds, K = 5,
 
 What the intervals cover: the Poisson noise of the counts, as it propagates through the
 reconstruction and the measurement. What they do not cover: alignment errors (every
-replicate uses the same transforms), the segmentation (every replicate is measured with the
-full data's particles and centres), model errors of the reconstruction, and any bias of the
-method, which is shared by all replicates.
+replicate uses the same transforms), the segmentation (every replicate is measured within
+the full data's particle masks; a ray centre set by an element, ``analyze.center: In``, is
+found again on each replicate, so its noise does enter), model errors of the
+reconstruction, and any bias of the method, which is shared by all replicates.
 """
 
 from __future__ import annotations
