@@ -16,10 +16,10 @@ Power: on such fields SIRT reads the ZnSe thickness with a spread of 0.27 to 0.3
 between particles (the preset's 0.2 nm, its anisotropy and the counting noise), and it
 reads the difference smaller than it is, 0.27 nm for a true 0.48 on these seeds (0.40 on
 the first 2 fields of each batch): its blur reads a thin shell thick, the thinner one more
-(batch means 2.67 and 2.94 nm against the preset's 2.4 and 2.88). Against a difference read about 0.35 nm, 12 and 12
-particles give Welch's test a power of about 0.85 (measured here: p = 0.032; with 8 and 8,
-p = 0.014). With no difference, p > 0.05 holds with probability 0.95 per test. The seeds
-are fixed, so the outcome is the same on every run.
+(batch means 2.67 and 2.94 nm against the preset's 2.4 and 2.88). Against a difference
+read about 0.35 nm, 12 and 12 particles give Welch's test a power of about 0.85 (measured
+here: p = 0.032; with 8 and 8, p = 0.014). With no difference, p > 0.05 holds with
+probability 0.95 per test. The seeds are fixed, so the outcome is the same on every run.
 """
 
 from __future__ import annotations
