@@ -434,15 +434,19 @@ def plot_weights(table: pd.DataFrame, path: str | os.PathLike, title: str = "") 
 
 def plot_haadf_model(fit: pd.DataFrame, path: str | os.PathLike, title: str = "") -> None:
     """The HAADF model of ``fused`` (``recon/fused/haadf_model.tsv``,
-    :func:`edxtomo.tomo.fused.write_fit`): the fitted ``gamma``, scale ``s`` and mean offset
-    ``b``, the HAADF weight, and a bar of the shares of the HAADF above its offsets that the
-    elements and the residual volume reproject (the rest is unexplained)."""
+    :func:`edxtomo.tomo.fused.write_fit`): the fitted ``gamma``, scale ``s``, mean offset
+    ``b`` and saturation level ``L``, the HAADF weight, and a bar of the shares of the HAADF
+    above its offsets that the elements and the residual volume reproject (the rest is
+    unexplained)."""
     row = fit.iloc[0]
     explained, residual = float(row["explained_share"]), float(row["residual_share"])
-    fig, (text, bar) = plt.subplots(1, 2, figsize=(8.5, 2.4), width_ratios=(1.5, 1))
+    saturation = float(row["saturation_level"])
+    fig, (text, bar) = plt.subplots(1, 2, figsize=(8.5, 2.6), width_ratios=(1.5, 1))
     lines = [f"gamma = {row['gamma']:.2f} +- {row['gamma_sd']:.2f}",
              f"scale s = {row['scale']:.4g} (HAADF per Z^gamma count / k)",
              f"offset b = {row['offset_mean']:.4g} (mean over tilts)",
+             f"saturation L = {saturation:.4g} (HAADF units)" if np.isfinite(saturation)
+             else "saturation: none (linear HAADF)",
              f"HAADF weight m = {row['haadf_weight']:g} (0: fusion off)",
              f"HAADF noise sigma = {row['haadf_noise_sigma']:.3g}",
              f"bins fitted = {100 * row['inlier_fraction']:.0f}%"]

@@ -217,8 +217,10 @@ def test_haadf_model_table_and_figure(fused, tmp_path):
     fit = pd.read_csv(tmp_path / "haadf_model.tsv", sep="\t")
     assert fit["gamma"].iloc[0] == pytest.approx(fused.model.gamma, abs=1e-5)
     assert fit["explained_share"].iloc[0] == pytest.approx(fused.explained_share, rel=1e-5)
-    plot_haadf_model(fit, tmp_path / "haadf_model.png", "fused")
-    assert (tmp_path / "haadf_model.png").stat().st_size > 0
+    assert np.isinf(fit["saturation_level"].iloc[0])  # a linear HAADF: no saturation kept
+    for name, table in (("linear", fit), ("saturated", fit.assign(saturation_level=3000.0))):
+        plot_haadf_model(table, tmp_path / f"{name}.png", "fused")
+        assert (tmp_path / f"{name}.png").stat().st_size > 0
 
 
 def _deep(data, maps, data_term):
