@@ -108,7 +108,6 @@ def tiny_preset(path) -> str:
 def test_plan_runs_and_precision_follows_the_dose(tmp_path):
     workdir = fresh_workdir(tmp_path)
     config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
-    config["analyze"]["step_deg"] = 3.0
     config["plan"] = {"preset": tiny_preset(workdir / "tiny.yaml"),
                       "counts_per_tilt": [200, 3200], "repeats": 3,
                       "tilt_schemes": [{"n_tilts": 9}], "method": "sirt", "target_nm": 0.2}

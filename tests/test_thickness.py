@@ -166,6 +166,7 @@ def test_auto_ray_step_spaces_rays_half_a_voxel_and_keeps_the_statistics(varying
     assert 180 / step == pytest.approx(round(180 / step))
     assert 0.45 < np.deg2rad(step) * outer_vox <= 0.5  # the coarsest step within 0.5 voxel
     assert ray_step_deg("auto", 200.0) == 1.0 and ray_step_deg(2.5, 8.0) == 2.5
+    assert ray_step_deg("auto", np.inf) == 1.0  # the plan's truth grid
     shell, _ = varying_phantom
     fine = shell_statistics(shell_thickness(shell, CENTER, VOXEL_NM, step_deg=1.0))
     coarse = shell_statistics(shell_thickness(shell, CENTER, VOXEL_NM, step_deg=step))

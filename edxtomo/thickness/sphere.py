@@ -59,7 +59,8 @@ def ray_step_deg(step_deg: float | str, radius_vox: float) -> float:
     step_deg : float or "auto"
         The ``analyze.step_deg`` option.
     radius_vox : float
-        Radius of the largest particle (voxels).
+        Radius of the largest particle (voxels); ``inf`` gives the finest step ``auto``
+        takes.
 
     Returns
     -------
@@ -68,8 +69,8 @@ def ray_step_deg(step_deg: float | str, radius_vox: float) -> float:
     """
     if step_deg != "auto":
         return float(step_deg)
-    n_half = int(np.ceil(np.pi * radius_vox / AUTO_RAY_SPACING_VOX))
-    return max(180.0 / max(n_half, 1), FINEST_AUTO_STEP_DEG)
+    n_half = np.ceil(np.pi * radius_vox / AUTO_RAY_SPACING_VOX)  # inf for an infinite radius
+    return max(180.0 / max(n_half, 1.0), FINEST_AUTO_STEP_DEG)
 
 
 def ray_directions(theta_deg: np.ndarray, phi_deg: np.ndarray) -> np.ndarray:
