@@ -131,7 +131,6 @@ def run_deep(
                    selfcheck)
 
 
-
 def _steps_a_to_d(extracted: TiltSeries, aligned: TiltSeries, transforms: pd.DataFrame,
                   options: DeepOptions, fused: FusedOptions, *, nz, seed, device,
                   checkpoint_dir, progress) -> tuple[DenoiseResult, DeepResult]:

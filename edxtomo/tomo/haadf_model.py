@@ -35,8 +35,8 @@ OUTLIER_SIGMA = 4.0
 """Bins whose HAADF exceeds the element model by this many robust sigmas are not fitted."""
 SATURATION_GRID = np.arange(0.0, 0.951, 0.05)
 """Candidates of ``peak / L``: 0 (linear) to 0.95, ``peak`` the brightest bin's mean pixel
-signal above the median. A HAADF at ``peak / L = 0.5`` has lost 23% of its linear signal
-at the peak (``1 + ln(0.5) / 0.5... = 1 - 0.5 / -ln(0.5)``)."""
+signal above the median. A HAADF measured at ``peak / L = 0.5`` has lost 28% of its linear
+signal there (``f_L^-1(0.5 L) = L ln 2``, and ``1 - 0.5 / ln 2 = 0.28``)."""
 SATURATION_CHI2 = 10.83
 """A saturating HAADF is fitted only where it lowers the fit's chi2 by more than this: the
 99.9% point of chi2 with one degree of freedom, so a linear HAADF passes for saturated 1 time

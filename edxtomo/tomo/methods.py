@@ -152,7 +152,6 @@ def reconstruct_to_folder(
         write_volume(out / f"{name}.tif", volume, series.pixel_size_nm, name, metadata)
 
 
-
 def with_weights_of(options: ReconstructOptions, tv_folder: str | Path | None
                     ) -> ReconstructOptions:
     """``options`` with the TV weight that a finished ``tv`` job chose, where it is ``auto``.
