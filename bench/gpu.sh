@@ -1,24 +1,46 @@
 #!/usr/bin/env bash
-# Every GPU figure of bench/README.md in one run on a CUDA machine (7 minutes on one H200,
-# the 1,024 px row cut at its 290 s limit). Writes each table to $OUT (default: bench-gpu/).
-# Timed rows first, alone on the GPU; the quality rows (scores, not times) then share the GPU
-# with the 1,024 px row, whose times are therefore upper bounds while its peak memory is
-# exact.
+# The GPU figures of bench/README.md in one run on a CUDA machine (about 8 minutes on one
+# H200). Writes the logs and tables as $OUT/results.tar and the full-budget `deep` volumes of
+# the thickness rows as $OUT/vol/*.npz (default OUT: bench-gpu/).
+# First the timed row, alone on the GPU (bench/deep.py at 256^2; the 512 and 1,024 rows:
+# `--gpu-sizes 512,1024 --memory-gib 40`). Then the score rows side by side, one process per
+# specimen, one CPU thread each (scores, not times):
+# - bench/quality.py at 96^3, seeds 0-2: 7 tilts (classical, deep, deep with a fused step b,
+#   fused), 5 tilts at half dose (deep, deep with a fused step b, fused) and 13 tilts (classical,
+#   deep, deep with a fused step b) -- issue 14 item 4, issue 15 item 5;
+# - bench/thickness.py, `deep` at the full budget, 96^3, 13 tilts, 800 counts, seeds 0-1 -- issue 13;
+# - bench/intervals_coverage.py on TV-KL, 10 seeds -- issue 13 item 2.
 # Needs the project's Python dependencies (`pip install -e .`); on a machine that has only
 # PyTorch, install pydantic, hyperspy, exspy and rosettasciio (with their pure-Python
 # dependencies) first: the benches simulate through exspy's element database.
 set -u
 OUT=${OUT:-bench-gpu}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/device.txt"
-timeout 230 python3 bench/deep.py --skip-cpu --skip-solvers --gpu-sizes 256,512 \
-    > "$OUT/deep_256_512.txt" 2>&1
-timeout 290 python3 bench/deep.py --skip-cpu --skip-solvers --gpu-sizes 1024 --memory-gib 40 \
-    > "$OUT/deep_1024.txt" 2>&1 &
-timeout 290 python3 bench/quality.py --size 96 --seeds 0 --tilts 7 --device cuda \
-    --rows classical deep fused --out "$OUT/quality7.tsv" > "$OUT/quality7.txt" 2>&1 &
-timeout 290 python3 bench/thickness.py --specimens --methods tv deep --budget full \
-    --device cuda --size 96 --seeds 0 --tilts 13 --counts 800 > "$OUT/thickness.txt" 2>&1 &
-timeout 290 python3 bench/intervals_coverage.py --device cuda > "$OUT/coverage.txt" 2>&1 &
+LOGS="$OUT/logs"
+mkdir -p "$LOGS" "$OUT/vol"
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$LOGS/device.txt"
+python3 -c "import torch; print('torch', torch.__version__)" >> "$LOGS/device.txt" 2>&1
+OMP_NUM_THREADS=4 timeout 100 python3 bench/deep.py --skip-cpu --skip-solvers \
+    --gpu-sizes 256 > "$LOGS/deep_256.txt" 2>&1
+
+quality() {  # name, then bench/quality.py's arguments
+    local name=$1
+    shift
+    timeout 380 python3 bench/quality.py --size 96 --device cuda --threads 1 \
+        --out "$LOGS/$name.tsv" "$@" > "$LOGS/$name.txt" 2>&1
+}
+for seed in 0 1 2; do
+    quality "q7_seed$seed" --seeds "$seed" --tilts 7 --rows classical deep deepfused fused &
+    quality "q5half_seed$seed" --seeds "$seed" --tilts 5 --counts 400 \
+        --rows deep deepfused fused &
+    quality "q13_seed$seed" --seeds "$seed" --tilts 13 --rows classical deep deepfused &
+done
+for seed in 0 1; do
+    timeout 380 python3 bench/thickness.py --specimens --methods deep --budget full \
+        --device cuda --size 96 --seeds "$seed" --tilts 13 --counts 800 --step 6 \
+        --volumes "$OUT/vol" > "$LOGS/thickness_seed$seed.txt" 2>&1 &
+done
+timeout 380 python3 bench/intervals_coverage.py --device cuda \
+    > "$LOGS/coverage.txt" 2>&1 &
 wait
+tar -cf "$OUT/results.tar" -C "$OUT" logs && rm -r "$LOGS"
