@@ -274,9 +274,15 @@ def _step_b_weights(stack: np.ndarray, angles_deg: np.ndarray, opts: MbirOptions
                     dev: torch.device) -> list[WeightCurves]:
     """``mbir.weight: auto``: step b's weights from left-out tilts of the denoised views
     (:func:`edxtomo.tomo.weights.weights_by_left_out_tilts`); the denoised maps are not
-    Poisson counts, so count halves do not apply."""
+    Poisson counts, so count halves do not apply.
+
+    The search reconstructs every channel and candidate apart, which the fused objective
+    cannot (its HAADF term couples the channels): with ``data: fused`` the weights are
+    chosen on the KL term alone, the fused objective's own term for the element maps."""
+    search = opts.model_copy(update={"data": "kl"}) if opts.data == "fused" else opts
+
     def solve(views: np.ndarray, angles: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        return _solve_mbir(views, angles, opts, weights, elements, fused, nz, dev, False)
+        return _solve_mbir(views, angles, search, weights, elements, fused, nz, dev, False)
 
     return [weights_by_left_out_tilts(stack, angles_deg, elements, solve,
                                       grid=DENOISED_GRID, device=dev)]
