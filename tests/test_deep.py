@@ -267,6 +267,20 @@ def test_reconstruct_deep_returns_every_intermediate(tmp_path, caplog):
     np.testing.assert_array_equal(again.volumes["S"], result.volumes["S"])
 
 
+
+def test_final_none_keeps_step_b(tmp_path, caplog):
+    series, truth, expected = _specimen(24)
+    options = FAST_DEEP.model_copy(update={"final": FAST_DEEP.final.model_copy(
+        update={"method": "none"})})
+    with caplog.at_level(logging.INFO, logger="edxtomo.deep"):
+        result = reconstruct_deep(dict(zip(ELEMENTS, expected, strict=True)), ANGLES, options,
+                                  seed=0, device="cpu", checkpoint_dir=tmp_path, progress=False)
+    assert "step b's volumes are the result" in caplog.text
+    for element in ELEMENTS:
+        np.testing.assert_array_equal(result.volumes[element], result.mbir_volumes[element])
+    assert result.enriched_views == {} and result.dense_angles_deg.size == 0
+    assert set(result.seconds) == {"mbir"} and not (tmp_path / "enrich.pt").exists()
+
 def test_model_based_options_are_checked():
     with pytest.raises(ConfigError, match="'kl' works with reg 'tv'"):
         parse_options(DeepOptions, {"mbir": {"data": "kl", "reg": "l1"}})

@@ -22,6 +22,7 @@ from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import HAADF, atomic_path
 from edxtomo.options import (
     DeepOptions,
+    FinalOptions,
     FusedOptions,
     MbirOptions,
     channel_weights,
@@ -139,42 +140,53 @@ def reconstruct_deep(
                                    checkpoint_dir, progress)
     mbir_opts = mbir_opts.model_copy(update={"weight": _weights_of(curves, mbir_opts, elements)})
     clock.lap("mbir")
-    dense, enriched, enrich_losses = enrich_views(
-        volumes, stack, angles_deg, seed=seed, device=dev, options=options.enrich,
-        checkpoint_dir=checkpoint_dir, progress=progress, memory_gib=mbir_opts.memory_gib)
-    clock.lap("enrich")
-    log.info("final %s reconstruction from %d enriched views", final_opts.method, len(dense))
-    if final_opts.method == "tv":
-        weight = mbir_opts.weight if final_opts.weight is None else final_opts.weight
-        scaled = np.multiply(channel_weights(weight, elements, MBIR_WEIGHT),
-                             len(dense) / len(angles_deg))
-        # data: fused ends with kl: fusing the enriched views too lost 1.1-6.6 dB on every
-        # element against a kl step d after the same 50-iteration fused step b (48^3, 7 tilts)
-        dense_opts = MbirOptions(data="kl" if mbir_opts.data == "fused" else mbir_opts.data,
-                                 weight=dict(zip(elements, scaled.tolist(), strict=True)),
-                                 outer=final_opts.iterations, inner=1,
-                                 slab_slices=mbir_opts.slab_slices,
-                                 memory_gib=mbir_opts.memory_gib)
-        final_volumes = _model_based(enriched, dense, dense_opts, elements, fused, nz, dev,
-                                     progress)
-    elif final_opts.method == "sirt":
-        final_volumes = sirt(enriched, dense, iterations=final_opts.iterations, device=dev,
-                             nz=nz, progress=progress)
+    if final_opts.method == "none":
+        log.info("final: none; step b's volumes are the result (no enrichment, no step d)")
+        dense, enriched, losses, final_volumes = np.zeros(0), {}, {}, volumes
     else:
-        final_volumes = fbp(enriched, dense, filter=final_opts.filter, device=dev, nz=nz)
-    clock.lap("final")
+        dense, views, enrich_losses = enrich_views(
+            volumes, stack, angles_deg, seed=seed, device=dev, options=options.enrich,
+            checkpoint_dir=checkpoint_dir, progress=progress, memory_gib=mbir_opts.memory_gib)
+        clock.lap("enrich")
+        final_volumes = _final(views, dense, len(angles_deg), final_opts, mbir_opts, elements,
+                               fused, nz, dev, progress)
+        clock.lap("final")
+        enriched = {e: views[i] for i, e in enumerate(elements)}
+        losses = {"enrich": enrich_losses}
     log.info("deep reconstruction steps (s): %s",
              ", ".join(f"{k} {v:.1f}" for k, v in clock.seconds.items()))
     return DeepResult(
         volumes={e: final_volumes[i] for i, e in enumerate(elements)},
         mbir_volumes={e: volumes[i] for i, e in enumerate(elements)},
-        enriched_views={e: enriched[i] for i, e in enumerate(elements)},
+        enriched_views=enriched,
         dense_angles_deg=dense,
-        losses={"enrich": enrich_losses},
+        losses=losses,
         seconds=clock.seconds,
         peak_memory_bytes=clock.peak_bytes,
         weight_curves=curves,
     )
+
+
+def _final(views: np.ndarray, dense_deg: np.ndarray, n_measured: int, final_opts: FinalOptions,
+           mbir_opts: MbirOptions, elements: list[str], fused: FusedOptions, nz: int | None,
+           dev: torch.device, progress: bool) -> np.ndarray:
+    """Step d: the volumes ``(c, nz, ny, nx)`` from the enriched views ``(c, n_dense, ny, nx)``."""
+    log.info("final %s reconstruction from %d enriched views", final_opts.method, len(dense_deg))
+    if final_opts.method == "sirt":
+        return sirt(views, dense_deg, iterations=final_opts.iterations, device=dev, nz=nz,
+                    progress=progress)
+    if final_opts.method == "fbp":
+        return fbp(views, dense_deg, filter=final_opts.filter, device=dev, nz=nz)
+    weight = mbir_opts.weight if final_opts.weight is None else final_opts.weight
+    scaled = np.multiply(channel_weights(weight, elements, MBIR_WEIGHT),
+                         len(dense_deg) / n_measured)
+    # data: fused ends with kl: fusing the enriched views too lost 1.1-6.6 dB on every
+    # element against a kl step d after the same 50-iteration fused step b (48^3, 7 tilts)
+    dense_opts = MbirOptions(data="kl" if mbir_opts.data == "fused" else mbir_opts.data,
+                             weight=dict(zip(elements, scaled.tolist(), strict=True)),
+                             outer=final_opts.iterations, inner=1,
+                             slab_slices=mbir_opts.slab_slices, memory_gib=mbir_opts.memory_gib)
+    return _model_based(views, dense_deg, dense_opts, elements, fused, nz, dev, progress)
 
 
 class _Clock:

@@ -153,8 +153,9 @@ def write_deep_run(run: DeepRun, directory: str | Path) -> None:
     """Write a deep run's volumes and intermediates under ``directory``.
 
     ``{channel}.tif`` (+ ``.hspy``): the final volumes; ``mbir/``: step b's volumes;
-    ``enriched/{channel}.hspy``: the dense views; ``denoised/{element}.hspy``: step a in
-    the raw frame; ``losses.tsv``: the training loss of every network per step;
+    ``enriched/{channel}.hspy``: the dense views (none with ``final.method: none``);
+    ``denoised/{element}.hspy``: step a in the raw frame; ``losses.tsv``: the training loss
+    of every network per step;
     ``selfcheck.tsv``: ``deep`` against ``tv`` on held-out counts, when it ran;
     ``weights.tsv``: step b's held-out curves and chosen weights (``mbir.weight: auto``).
     """
@@ -163,8 +164,9 @@ def write_deep_run(run: DeepRun, directory: str | Path) -> None:
     for name, volume in result.volumes.items():
         write_volume(out / f"{name}.tif", volume, pixel_nm, name, provenance)
         write_volume(out / "mbir" / f"{name}.tif", result.mbir_volumes[name], pixel_nm, name)
-        write_stack(out / "enriched" / f"{name}.hspy", result.enriched_views[name],
-                    result.dense_angles_deg, pixel_nm, name)
+    for name, views in result.enriched_views.items():
+        write_stack(out / "enriched" / f"{name}.hspy", views, result.dense_angles_deg, pixel_nm,
+                    name)
     for name, stack in run.denoised.projections.items():
         write_stack(out / "denoised" / f"{name}.hspy", stack, run.angles_deg, pixel_nm, name,
                     {"frame": "raw (unaligned)", "scheme": run.denoised.scheme}

@@ -156,11 +156,15 @@ class FinalOptions(Options):
     SIRT and FBP give the minimum-norm volume, empty in the missing wedge: on the demo they
     lose 2-5 dB against the model-based volume they start from, while TV keeps it. The TV
     weight is multiplied by ``n_dense / n_measured`` (the data term sums over views): with
-    that scaling c+d gained 0.2-0.5 dB over step b, without it they lost 0.4-0.9 dB.
+    that scaling c+d gained 0.2-0.5 dB over step b on the demo (CPU), without it they lost
+    0.4-0.9 dB. At the full budget (GPU, 96^3, ``bench/README.md``) c+d gain 0.3-0.6 dB on
+    the core (In, P) at 7 and 13 tilts and lose 0.4-1.0 dB on the shells (Zn, Se, S); at
+    5 tilts and half dose they lose 0.4-2.3 dB on every element: ``none`` keeps step b's.
     """
 
-    method: Literal["tv", "sirt", "fbp"] = "tv"
-    """`tv`: step b's data term plus TV on the enriched views; `sirt`; or `fbp`"""
+    method: Literal["tv", "sirt", "fbp", "none"] = "tv"
+    """`tv`: step b's data term plus TV on the enriched views; `sirt`; `fbp`; or `none`: step b's
+    volumes are the result (no enrichment, no step d), better on thin shells and at few tilts"""
     iterations: int | None = Field(None, ge=1)
     """SIRT or PDHG iterations; `null`: from `budget` (full 200, fast 60)"""
     weight: ChannelWeight | None = None
