@@ -48,10 +48,13 @@ class AnalyzeOptions(Options):
     shell_threshold: float = Field(0.5, gt=0, lt=1)
     """an element is present along a ray where it exceeds this fraction of its level in the
     particle (half maximum: the edge of a blurred step)"""
-    shell_level: Literal["mean_profile", "ray_maxima", "profile_fit"] = "mean_profile"
+    shell_level: Literal["mean_profile", "ray_maxima", "profile_fit", "aligned_profile"] = (
+        "mean_profile")
     """an element's level in a particle: the peak of its mean radial profile over the rays that
     cross the shell (`mean_profile`, robust to noise), or the 90th percentile of the per-ray
-    maxima (`ray_maxima`, raised by noise); `profile_fit` reads the shell's radii from a
+    maxima (`ray_maxima`, raised by noise); `aligned_profile`: the peak of the mean profile
+    after each ray is shifted onto the shell's radius in its direction (no smear of shells
+    whose radius varies with direction); `profile_fit` reads the shell's radii from a
     blurred shell fitted to each ray (blur and contrast removed; slower)"""
     intervals: IntervalOptions = IntervalOptions()
     """95% intervals of the shell statistics from count splits of the raw data"""

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from edxtomo.thickness.alignment import aligned_mean_profile, crossing_rays, shift_profiles
 from edxtomo.thickness.profile_fit import fit_blur, fit_shells
 from edxtomo.thickness.sphere import (
     ray_directions,
@@ -61,7 +62,7 @@ from edxtomo.thickness.sphere import (
 
 log = logging.getLogger(__name__)
 
-REFERENCES = ("mean_profile", "ray_maxima", "profile_fit")
+REFERENCES = ("mean_profile", "ray_maxima", "profile_fit", "aligned_profile")
 """The element's level (and edge) readings of :func:`shell_thickness`."""
 
 # The fit reads every other sample of the 0.2-voxel profiles: trilinear samples closer than
@@ -152,11 +153,16 @@ def shell_thickness(
     reference_quantile : float
         With ``reference="ray_maxima"``, the quantile of the per-ray maxima that defines the
         level.
-    reference : {"mean_profile", "ray_maxima", "profile_fit"}
+    reference : {"mean_profile", "ray_maxima", "profile_fit", "aligned_profile"}
         The element's level: the peak of the solid-angle weighted mean profile over the rays
         whose maximum exceeds half of the all-ray mean profile's peak (rays through holes in
         the shell left out), robust to noise (see the module notes); or the
-        ``reference_quantile`` of the per-ray maxima, which noise raises. ``"profile_fit"``:
+        ``reference_quantile`` of the per-ray maxima, which noise raises.
+        ``"aligned_profile"``: the peak of that mean after each ray's profile is shifted by
+        the shell's radius in its direction, a smooth function of direction fitted to
+        profiles averaged over caps of neighbouring rays
+        (:func:`~edxtomo.thickness.alignment.aligned_mean_profile`); a dip is then bridged
+        where the aligned mean, shifted back onto the ray, is above the level. ``"profile_fit"``:
         the mean-profile reading, then a blurred shell fitted to every ray that crosses the
         shell (:mod:`edxtomo.thickness.profile_fit`) gives its radii and thickness; rays
         whose fit fails keep the threshold reading. Needs a relative threshold.
@@ -201,16 +207,20 @@ def shell_thickness(
     if max_radius_vox is None:
         max_radius_vox = _support_radius(volume, center)
     radii = np.arange(0.0, max_radius_vox + sample_step_vox, sample_step_vox)
-    profiles = _ray_profiles(
-        volume, center, ray_directions(theta_deg, phi_deg).reshape(-1, 3), radii, chunk_samples
-    )
+    directions = ray_directions(theta_deg, phi_deg).reshape(-1, 3)
+    profiles = _ray_profiles(volume, center, directions, radii, chunk_samples)
 
     if reference not in REFERENCES:
         raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
     if absolute and reference == "profile_fit":
         raise ValueError("reference='profile_fit' needs a relative threshold (absolute=False)")
     method = reference
-    reference = _reference_level(profiles, weights, reference, reference_quantile)
+    if method == "aligned_profile":
+        expected, shifts = aligned_mean_profile(profiles, weights, directions, sample_step_vox,
+                                                step_deg)
+        reference = float(expected.max())
+    else:
+        reference = _reference_level(profiles, weights, reference, reference_quantile)
     level = float(threshold) if absolute else threshold * reference
     shape = (n_theta, n_phi)
     if not level > 0:
@@ -226,6 +236,9 @@ def shell_thickness(
     rays_per_chunk = max(1, chunk_samples // radii.size)
     for start in range(0, n_rays, rays_per_chunk):
         part = slice(start, start + rays_per_chunk)
+        if method == "aligned_profile":  # each ray's expected profile: the aligned mean, shifted
+            chunk = profiles[part].shape
+            present = shift_profiles(np.broadcast_to(expected, chunk), -shifts[part]) > level
         thickness[part], inner[part], outer[part] = _intervals(profiles[part], radii, level,
                                                                present)
     if method != "profile_fit":
@@ -284,10 +297,7 @@ def _mean_profile(profiles: np.ndarray, weights: np.ndarray) -> np.ndarray:
     The rays whose maximum is under half of the all-ray mean profile's peak (holes in the
     shell) are left out; all rays when none is above it.
     """
-    mean = weights @ profiles / weights.sum()
-    crossing = profiles.max(axis=1) > mean.max() / 2
-    if not crossing.any():
-        return mean
+    crossing = crossing_rays(profiles, weights)
     return weights[crossing] @ profiles[crossing] / weights[crossing].sum()
 
 
@@ -327,8 +337,9 @@ def _intervals(
 
     Crossings between two samples are placed by linear interpolation. A ray above the level
     at its origin enters at 0; a ray still above it at its last sample exits there. With
-    ``present`` (bool, shape (n_radii,)), a dip under the level between two runs whose every
-    sample lies where ``present`` holds is bridged (see :func:`_bridge_dips`).
+    ``present`` (bool, shape (n_radii,) or (n_rays, n_radii)), a dip under the level between
+    two runs whose every sample lies where ``present`` holds is bridged (see
+    :func:`_bridge_dips`).
     """
     above = profiles > level
     if present is not None:
@@ -366,8 +377,9 @@ def _bridge_dips(above: np.ndarray, present: np.ndarray) -> np.ndarray:
     ----------
     above : ndarray of bool, shape (n_rays, n_radii)
         Samples above the level.
-    present : ndarray of bool, shape (n_radii,)
-        Radii where the element's mean profile is above the level.
+    present : ndarray of bool, shape (n_radii,) or (n_rays, n_radii)
+        Radii where the element's mean profile (or each ray's expected profile) is above the
+        level.
 
     Returns
     -------
