@@ -17,8 +17,9 @@ figures), each true particle measured from its true centre inside its Voronoi ce
 method, tilts, dose and element it prints the bias of the mean thickness and the error of
 the CV against the simulator's analytic truth for each reading of ``shell_thickness``: the
 blurred-shell fit per ray (``profile_fit``), and, as the references measured in the same
-run, the half maximum of the mean-profile level and of the 90th percentile of the ray
-maxima; and the ratio of the smaller reference bias to the fit's. ``--volumes DIR`` keeps
+run, the half maximum of the mean-profile level, of the 90th percentile of the ray maxima
+and of the aligned mean profile (``aligned_profile``); and the ratio of the smaller of the
+first two biases to the fit's. ``--volumes DIR`` keeps
 the reconstructions there and reuses them. For the GPU run::
 
     python bench/thickness.py --specimens --methods tv deep --budget full --device cuda \
@@ -177,7 +178,8 @@ def print_bias_table(rows: list) -> None:
     table = pd.DataFrame(rows).groupby(["method", "tilts", "counts", "element", "level"])
     summary = table.agg(true_nm=("true_nm", "mean"), bias=("bias", "mean"),
                         cv_error=("cv_error", "mean"), n=("bias", "size")).unstack("level")
-    names = {"profile_fit": "fit", "mean_profile": "mean", "ray_maxima": "max"}
+    names = {"profile_fit": "fit", "mean_profile": "mean", "ray_maxima": "max",
+             "aligned_profile": "aln"}
     header = (f"{'method':>6} {'tilts':>5} {'counts':>6} {'el':>3} {'true nm':>8} "
               + " ".join(f"{'bias ' + names[r]:>9}" for r in REFERENCES)
               + f" {'ref/fit':>7} " + " ".join(f"{'dCV ' + names[r]:>8}" for r in REFERENCES)

@@ -20,7 +20,19 @@ per-ray maxima (``"ray_maxima"``), is raised by noise, since a noisy ray's maxim
 noise peak: on TV-KL and SIRT volumes at 800 counts per element and tilt it read the shells
 70 to 90% too thin, the mean profile 5 to 33% (``bench/thickness.py --specimens``).
 Limits: a shell thinner than about twice the blur has a blurred peak below its true level,
-so its half-maximum width reads too thick (+35% for a 2-voxel ZnS shell on ``deep``).
+so its half-maximum width reads too thick (+35% for a 2-voxel ZnS shell on ``deep``). And a
+shell whose radius changes with direction has its peak at different radii on different
+rays, so their mean has a lower, wider peak (an analytic 2-voxel shell whose radius varies
+by 3 voxels: +87% where a spherical one reads +51%).
+
+``reference="aligned_profile"`` removes that smear: each ray's profile is shifted onto the
+shell's radius in its direction before the mean is taken, the radius a smooth (degree 2)
+function of direction fitted to the profiles of caps of neighbouring rays, which keeps the
+mean's noise averaging (:mod:`edxtomo.thickness.alignment`; the same shell +60%, and within
+1% of the noise-free level with white noise of 0.3 of it). It is not the default: on SIRT
+and TV-KL volumes, whose shells the missing wedge and the noise distort far more than the
+truth's anisotropy, it raises the level and reads the noisy shells 2-4% thinner than the
+mean profile (``bench/README.md``).
 
 On a noisy volume a ray's profile dips under the level inside the shell, and counting only
 the runs above it read the shell too thin: Zn, the thickest shell and the one with the
