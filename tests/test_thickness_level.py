@@ -94,6 +94,13 @@ def test_aligned_level_resists_noise(shells):
     assert read(noisy, "ray_maxima")[0] > 1.2 * sphere_level
 
 
+def test_aligned_level_of_an_empty_volume_is_zero(caplog):
+    maps = shell_thickness(np.zeros((12, 12, 12), np.float32), [6.0, 6.0, 6.0], 1.0, 30.0,
+                           reference="aligned_profile")
+    assert maps.reference_level == 0 and np.all(maps.thickness_nm == 0)
+    assert "no shell" in caplog.text
+
+
 def test_shift_profiles_interpolates_and_pads_with_zero():
     profiles = np.array([[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]])
     shifted = shift_profiles(profiles, np.array([0.5, -1.0]))

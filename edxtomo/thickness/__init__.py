@@ -11,6 +11,9 @@ solid angle.
   (:class:`ShellMaps`).
 - :mod:`~edxtomo.thickness.profile_fit`: a blurred shell fitted to each ray's profile (the
   ``profile_fit`` reading: radii free of the blur and of a thin shell's lost contrast).
+- :mod:`~edxtomo.thickness.alignment`: the mean profile with each ray shifted onto the
+  shell's radius in its direction (the ``aligned_profile`` level: no smear of a shell whose
+  radius varies with direction).
 - :mod:`~edxtomo.thickness.equal_area`: :func:`shell_statistics`, the sinusoidal projection
   and the histogram of a map.
 - :mod:`~edxtomo.thickness.intervals`: jackknife intervals of the statistics from count-split

@@ -28,11 +28,11 @@ by 3 voxels: +87% where a spherical one reads +51%).
 ``reference="aligned_profile"`` removes that smear: each ray's profile is shifted onto the
 shell's radius in its direction before the mean is taken, the radius a smooth (degree 2)
 function of direction fitted to the profiles of caps of neighbouring rays, which keeps the
-mean's noise averaging (:mod:`edxtomo.thickness.alignment`; the same shell +60%, and within
-1% of the noise-free level with white noise of 0.3 of it). It is not the default: on SIRT
-and TV-KL volumes, whose shells the missing wedge and the noise distort far more than the
-truth's anisotropy, it raises the level and reads the noisy shells 2-4% thinner than the
-mean profile (``bench/README.md``).
+mean's noise averaging (:mod:`edxtomo.thickness.alignment`; the same shell +60%, its level
+within 3% of the noise-free one under white noise of 0.3 of it). It is not the default: on
+SIRT and TV-KL volumes, whose shells the missing wedge and the noise distort far more than
+the truth's anisotropy, it raises the level and reads the shells 2.5-4 points thinner than
+the mean profile, worse where they already read thin (``bench/README.md``).
 
 On a noisy volume a ray's profile dips under the level inside the shell, and counting only
 the runs above it read the shell too thin: Zn, the thickest shell and the one with the
