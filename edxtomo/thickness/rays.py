@@ -31,8 +31,8 @@ function of direction fitted to the profiles of caps of neighbouring rays, which
 mean's noise averaging (:mod:`edxtomo.thickness.alignment`; the same shell +60%, its level
 within 3% of the noise-free one under white noise of 0.3 of it). It is not the default: on
 SIRT and TV-KL volumes, whose shells the missing wedge and the noise distort far more than
-the truth's anisotropy, it raises the level and reads the shells 2.5-4 points thinner than
-the mean profile, worse where they already read thin (``bench/README.md``).
+the truth's anisotropy, it raises the level and reads the shells thinner than the mean
+profile: on TV-KL at 800 counts 1.4-5.4 points, further from the truth (``bench/README.md``).
 
 On a noisy volume a ray's profile dips under the level inside the shell, and counting only
 the runs above it read the shell too thin: Zn, the thickest shell and the one with the
