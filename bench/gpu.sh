@@ -13,6 +13,8 @@
 # `bash bench/gpu.sh doses`: the thickness of full-budget `deep` against dose and tilt count
 # (seed 0 at 7 tilts x 800 and 3000 counts and 13 tilts x 3000; seed 2 at 13 x 800), and the
 # quality rows of seeds 3-4 (13 tilts: classical, deep; 7 tilts: as `main`).
+# `bash bench/gpu.sh fused`: the rows of `deep`, deep with a fused step b and `fused` again
+# (7 tilts seeds 0-4, 5 tilts at half dose and 13 tilts seeds 0-2), after a solver change.
 # Needs the project's Python dependencies (`pip install -e .`); on a machine that has only
 # PyTorch, install pydantic, hyperspy, exspy and rosettasciio (with their pure-Python
 # dependencies) first: the benches simulate through exspy's element database.
@@ -26,7 +28,7 @@ python3 -c "import torch; print('torch', torch.__version__)" >> "$LOGS/device.tx
 quality() {  # name, then bench/quality.py's arguments
     local name=$1
     shift
-    timeout 380 python3 bench/quality.py --size 96 --device cuda --threads 1 \
+    timeout ${QUALITY_TIMEOUT_S:-380} python3 bench/quality.py --size 96 --device cuda --threads 1 \
         --out "$LOGS/$name.tsv" "$@" > "$LOGS/$name.txt" 2>&1
 }
 thickness() {  # seed, tilts, counts
@@ -59,8 +61,18 @@ doses)
         quality "q7_seed$seed" --seeds "$seed" --tilts 7 --rows classical deep deepfused fused &
     done
     ;;
+fused)
+    for seed in 0 1 2 3 4; do
+        quality "q7_seed$seed" --seeds "$seed" --tilts 7 --rows deep deepfused fused &
+    done
+    for seed in 0 1 2; do
+        quality "q5half_seed$seed" --seeds "$seed" --tilts 5 --counts 400 \
+            --rows deep deepfused fused &
+        quality "q13_seed$seed" --seeds "$seed" --tilts 13 --rows deep deepfused &
+    done
+    ;;
 *)
-    echo "usage: bench/gpu.sh [main|doses]" >&2
+    echo "usage: bench/gpu.sh [main|doses|fused]" >&2
     exit 2
     ;;
 esac
