@@ -180,8 +180,9 @@ def _final(views: np.ndarray, dense_deg: np.ndarray, n_measured: int, final_opts
     weight = mbir_opts.weight if final_opts.weight is None else final_opts.weight
     scaled = np.multiply(channel_weights(weight, elements, MBIR_WEIGHT),
                          len(dense_deg) / n_measured)
-    # data: fused ends with kl: fusing the enriched views too lost 1.1-6.6 dB on every
-    # element against a kl step d after the same 50-iteration fused step b (48^3, 7 tilts)
+    # data: fused ends with kl: fusing the enriched views too lost against a kl step d after
+    # the same fused step b (48^3, 7 tilts): In -5.1 dB at 20 step-d iterations, Zn -3.3 dB
+    # at 100, the other elements within 1 dB (bench/README.md)
     dense_opts = MbirOptions(data="kl" if mbir_opts.data == "fused" else mbir_opts.data,
                              weight=dict(zip(elements, scaled.tolist(), strict=True)),
                              outer=final_opts.iterations, inner=1,
