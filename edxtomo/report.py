@@ -431,7 +431,6 @@ def plot_weights(table: pd.DataFrame, path: str | os.PathLike, title: str = "") 
     _save(fig, path)
 
 
-
 def plot_haadf_model(fit: pd.DataFrame, path: str | os.PathLike, title: str = "") -> None:
     """The HAADF model of ``fused`` (``recon/fused/haadf_model.tsv``,
     :func:`edxtomo.tomo.fused.write_fit`): the fitted ``gamma``, scale ``s``, mean offset
@@ -440,7 +439,8 @@ def plot_haadf_model(fit: pd.DataFrame, path: str | os.PathLike, title: str = ""
     unexplained)."""
     row = fit.iloc[0]
     explained, residual = float(row["explained_share"]), float(row["residual_share"])
-    saturation = float(row["saturation_level"])
+    # fits written before the saturating link have no such column: they were linear
+    saturation = float(row.get("saturation_level", np.inf))
     fig, (text, bar) = plt.subplots(1, 2, figsize=(8.5, 2.6), width_ratios=(1.5, 1))
     lines = [f"gamma = {row['gamma']:.2f} +- {row['gamma_sd']:.2f}",
              f"scale s = {row['scale']:.4g} (HAADF per Z^gamma count / k)",
