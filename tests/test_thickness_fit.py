@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
+from test_thickness import voxelize
 
 from edxtomo.thickness import particle_shell_maps, shell_statistics, shell_thickness
 from edxtomo.thickness.profile_fit import blurred_ball
@@ -25,16 +26,11 @@ STEP_DEG = 6.0
 
 def voxelized_shell(inner: float, outer: float, supersample: int = 3) -> np.ndarray:
     """Fraction of each voxel's cube between the radii ``inner`` and ``outer`` about CENTER."""
-    offsets = (np.arange(supersample) + 0.5) / supersample - 0.5
-    z, y, x = np.indices(SHAPE, dtype=float)
-    total = np.zeros(SHAPE)
-    for dz in offsets:
-        for dy in offsets:
-            for dx in offsets:
-                r = np.sqrt((z + dz - CENTER[0]) ** 2 + (y + dy - CENTER[1]) ** 2
-                            + (x + dx - CENTER[2]) ** 2)
-                total += (r >= inner) & (r < outer)
-    return total / supersample**3
+    def inside(z, y, x):
+        r = np.sqrt((z - CENTER[0]) ** 2 + (y - CENTER[1]) ** 2 + (x - CENTER[2]) ** 2)
+        return (r >= inner) & (r < outer)
+
+    return voxelize(inside, SHAPE, supersample)
 
 
 @pytest.fixture(scope="module")
