@@ -75,12 +75,23 @@ def torch_gpus(wildcards):
     )
 
 
+def chosen_tv(sample, wanted):
+    """The tv reconstruction whose chosen weights a job reuses, where it wants them and tv's
+    weight is `auto` (its weights.tsv exists)."""
+    if wanted and CONFIG.reconstruct.tv.weight == "auto":
+        return f"results/{sample}/recon/tv"
+    return []
+
+
 def selfcheck_tv(wildcards):
     """The tv reconstruction whose chosen weights the deep self-check's tv reuses, if any."""
-    reconstruct = CONFIG.reconstruct
-    if reconstruct.deep.selfcheck and reconstruct.tv.weight == "auto":
-        return f"results/{wildcards.sample}/recon/tv"
-    return []
+    return chosen_tv(wildcards.sample, CONFIG.reconstruct.deep.selfcheck)
+
+
+def fused_tv(wildcards):
+    """The tv reconstruction whose chosen weights fused takes for its KL term, if any."""
+    wanted = wildcards.method == "fused" and CONFIG.reconstruct.fused.weight == "auto"
+    return chosen_tv(wildcards.sample, wanted)
 
 
 def analyze_input(wildcards):

@@ -2,6 +2,7 @@ rule reconstruct:
     input:
         aligned="results/{sample}/aligned",
         extracted="results/{sample}/extracted",
+        tv=fused_tv,
     output:
         directory("results/{sample}/recon/{method}"),
     log:

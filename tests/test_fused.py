@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ from scipy.ndimage import distance_transform_edt
 
 from edxtomo.deep.pipeline import reconstruct_deep
 from edxtomo.errors import EdxtomoInputError
+from edxtomo.io import TiltSeries
 from edxtomo.metrics import particle_region, psnr
-from edxtomo.options import DeepOptions, FusedOptions
+from edxtomo.options import DeepOptions, FusedOptions, ReconstructOptions
 from edxtomo.report import plot_haadf_model
 from edxtomo.simulate.acquisition import atomic_number
 from edxtomo.simulate.phantoms import build_specimen, voxelize
@@ -21,7 +23,9 @@ from edxtomo.simulate.support import saturate_haadf, support_densities
 from edxtomo.tomo import project
 from edxtomo.tomo.fused import fused_reconstruct, write_fit
 from edxtomo.tomo.haadf_model import HaadfModel, fit_haadf_model
+from edxtomo.tomo.methods import reconstruct_to_folder
 from edxtomo.tomo.tv import tv_kl
+from edxtomo.tomo.weights import read_chosen_weights
 
 PRESET = Path(__file__).resolve().parents[1] / "resources" / "specimens" / "qd_demo.yaml"
 ELEMENTS = ["In", "P", "Zn", "Se", "S"]
@@ -318,3 +322,26 @@ def test_fused_step_b_chooses_its_weights_on_the_kl_term():
     assert fused_run.chosen_weights == kl.chosen_weights
     assert set(fused_run.chosen_weights) == {"HAADF", *ELEMENTS}
     assert all(np.isfinite(fused_run.volumes[e]).all() for e in ELEMENTS)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_fused_tv_weights_auto_are_the_elements_tv_kl_choice(tmp_path, caplog):
+    # weight: auto takes the TV-KL weights that count halves choose for the elements (the
+    # fused objective's KL term), writes their curves and uses exactly them
+    data = specimen(48, 7, 1000.0, seed=0)
+    series = TiltSeries({"HAADF": data["haadf"], **dict(zip(ELEMENTS, data["counts"],
+                                                            strict=True))},
+                        data["angles"], 0.7, {},
+                        dict(zip(ELEMENTS, data["background"], strict=True)))
+    options = ReconstructOptions.model_validate({"fused": {
+        "iterations": 20, "haadf_weight": 1.0,
+        "sensitivity": dict(zip(ELEMENTS, data["sensitivity"].tolist(), strict=True))}})
+    with caplog.at_level(logging.INFO, logger="edxtomo.tomo.methods"):
+        reconstruct_to_folder("fused", options, series, tmp_path, device="cpu")
+    chosen = read_chosen_weights(tmp_path / "weights.tsv")
+    assert set(chosen) == set(ELEMENTS)
+    used = next(r.args for r in caplog.records if r.msg.startswith("fused TV weights"))
+    # the log rounds to 4 decimals (5e-5), the file keeps 6 significant digits
+    assert used == pytest.approx(chosen, abs=1e-4)
+    assert (tmp_path / "In.tif").exists() and (tmp_path / "haadf_model.tsv").exists()

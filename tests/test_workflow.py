@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from edxtomo import io
 from edxtomo.compare import COMPARISON_COLUMNS
 from edxtomo.options import load_workflow_config
 from edxtomo.simulate import load_preset, simulate_acquisition
+from edxtomo.tomo.weights import read_chosen_weights
 
 pytestmark = pytest.mark.workflow
 
@@ -210,6 +212,12 @@ def test_demo_runs_end_to_end(demo_run):
     assert np.isfinite(selfcheck[["deep_deviance", "tv_deviance"]].to_numpy()).all()
     for figure in ("spectrum", "alignment", "selfcheck", "haadf_model"):
         assert (demo_run / f"results/figures/demo_qd/{figure}.png").stat().st_size > 10_000
+    # fused took the TV weights that the tv job chose from count halves (its own KL term's)
+    chosen = read_chosen_weights(sample / "recon" / "tv" / "weights.tsv")
+    log_text = (demo_run / "logs" / "reconstruct" / "demo_qd_fused.log").read_text()
+    used = ast.literal_eval(log_text.split("fused TV weights ", 1)[1].splitlines()[0])
+    assert set(used) == set(extracted.elements)
+    assert used == pytest.approx({e: chosen[e] for e in used}, abs=1e-4)
     assert (demo_run / "results/figures/thickness_distributions.png").exists()
 
 

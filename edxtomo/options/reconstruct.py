@@ -57,8 +57,10 @@ class FusedOptions(Options):
     iterations: int = Field(150, ge=1)
     """PDHG iterations of each fused reconstruction (`haadf_weight: auto` runs four: three on
     count halves, one on all counts)"""
-    weight: ChannelWeight = TV_WEIGHT
-    """TV weight of each element, one number or per element (`{Se: 0.3, default: 0.3}`); dose
+    weight: AutoWeight = "auto"
+    """TV weight of each element: `auto` (the TV-KL weights that count halves choose for the
+    elements, as `tv`'s: the fused objective's own KL term; taken from the `tv` job when its
+    weight is `auto` too), one number, or per element (`{Se: 0.3, default: 0.3}`); dose
     independent"""
     haadf_weight: NonNegative | Literal["auto"] = "auto"
     """weight of the HAADF term in units of its inverse noise variance: `auto` (0, 0.03 or 1,

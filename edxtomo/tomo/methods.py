@@ -112,8 +112,8 @@ def reconstruct_to_folder(
 ) -> None:
     """Reconstruct every channel of an aligned series and write the method's folder.
 
-    Writes ``{channel}.tif`` (+ ``.hspy``), and ``weights.tsv`` for ``tv`` with
-    ``weight: auto`` or ``haadf_model.tsv`` for ``fused``.
+    Writes ``{channel}.tif`` (+ ``.hspy``), ``weights.tsv`` for ``tv`` and ``fused`` with
+    ``weight: auto``, and ``haadf_model.tsv`` for ``fused``.
 
     Parameters
     ----------
@@ -135,16 +135,17 @@ def reconstruct_to_folder(
         Added to every volume's metadata, beside the method and the angles.
     """
     out = Path(directory)
+    curves = None
+    if method in ("tv", "fused") and getattr(options, method).weight == AUTO:
+        searched = series if method == "tv" else _elements_only(series)
+        curves = tv_weight_curves(searched, options, seed=seed, device=device, raw=raw,
+                                  to_volume_frame=to_volume_frame)
+        write_weights(curves, out / "weights.tsv")
     if method == "fused":
         volumes, result = fused_series(series, options, seed=seed, device=device, raw=raw,
-                                       to_volume_frame=to_volume_frame)
+                                       to_volume_frame=to_volume_frame, tv_weights=curves)
         write_fit(result, out / "haadf_model.tsv")
     else:
-        curves = None
-        if method == "tv" and options.tv.weight == AUTO:
-            curves = tv_weight_curves(series, options, seed=seed, device=device, raw=raw,
-                                      to_volume_frame=to_volume_frame)
-            write_weights(curves, out / "weights.tsv")
         volumes = reconstruct_series(series, method, options, device=device, workers=workers,
                                      tv_weights=curves)
     metadata = {"method": method, "angles_deg": series.angles_deg, **(provenance or {})}
@@ -152,19 +153,21 @@ def reconstruct_to_folder(
         write_volume(out / f"{name}.tif", volume, series.pixel_size_nm, name, metadata)
 
 
-def with_weights_of(options: ReconstructOptions, tv_folder: str | Path | None
-                    ) -> ReconstructOptions:
-    """``options`` with the TV weight that a finished ``tv`` job chose, where it is ``auto``.
+def with_weights_of(options: ReconstructOptions, tv_folder: str | Path | None,
+                    section: Literal["tv", "fused"] = "tv") -> ReconstructOptions:
+    """``options`` with the TV weights that a finished ``tv`` job chose, in ``section`` where
+    its weight is ``auto`` (``fused`` takes them for its KL term).
 
     Parameters
     ----------
     options : ReconstructOptions
     tv_folder : path-like or None
         The ``tv`` job's folder, holding its ``weights.tsv``; None: ``options`` as they are.
+    section : {"tv", "fused"}
     """
     if tv_folder is None:
         return options
-    return with_chosen_weights(options, "tv",
+    return with_chosen_weights(options, section,
                                read_chosen_weights(Path(tv_folder) / "weights.tsv"))
 
 
@@ -228,7 +231,8 @@ def _tv(series: TiltSeries, names: list[str], options: ReconstructOptions, devic
 
 def fused_series(series: TiltSeries, options: ReconstructOptions, *, seed: int = 0,
                  device: str = "auto", raw: TiltSeries | None = None,
-                 to_volume_frame=None) -> tuple[dict[str, np.ndarray], FusedResult]:
+                 to_volume_frame=None, tv_weights: list[WeightCurves] | None = None
+                 ) -> tuple[dict[str, np.ndarray], FusedResult]:
     """Fused HAADF + EDX reconstruction of the elements of an aligned series.
 
     Parameters
@@ -238,14 +242,17 @@ def fused_series(series: TiltSeries, options: ReconstructOptions, *, seed: int =
     options : ReconstructOptions
         ``nz`` and ``fused``.
     seed : int
-        Seeds the count split of ``haadf_weight: auto``.
+        Seeds the count splits of ``weight: auto`` and ``haadf_weight: auto``.
     device : {"auto", "cpu", "cuda"}
     raw : TiltSeries, optional
-        The series before alignment: ``haadf_weight: auto`` splits its integer counts and
-        aligns the halves with ``to_volume_frame``; default: splits the aligned counts,
-        which must then be integers.
+        The series before alignment: ``weight: auto`` and ``haadf_weight: auto`` split its
+        integer counts and align the halves with ``to_volume_frame``; default: split the
+        aligned counts, which must then be integers.
     to_volume_frame : callable, optional
         ``(n_tilt, ny, nx) -> (n_tilt, ny, nx)``, the alignment.
+    tv_weights : list of WeightCurves, optional
+        ``weight: auto``: the elements' TV-KL weights chosen already
+        (:func:`tv_weight_curves` of the elements); default: chosen here.
 
     Returns
     -------
@@ -260,6 +267,12 @@ def fused_series(series: TiltSeries, options: ReconstructOptions, *, seed: int =
         raise EdxtomoInputError("method fused needs a HAADF channel and at least one element; "
                                 f"the series has {list(series.channels)}")
     counts, background = _tv_data(series, names)
+    if fused.weight == AUTO and tv_weights is None:
+        tv_weights = tv_weight_curves(_elements_only(series), options, seed=seed, device=device,
+                                      raw=raw, to_volume_frame=to_volume_frame)
+    weights = (chosen_weights(tv_weights, names) if fused.weight == AUTO
+               else channel_weights(fused.weight, names, TV_WEIGHT))
+    log.info("fused TV weights %s", dict(zip(names, np.round(weights, 4).tolist(), strict=True)))
     halves = None
     if fused.haadf_weight == AUTO and raw is not None:
         split = [split_counts(raw.summed(name), np.random.default_rng([seed, i]))
@@ -268,12 +281,19 @@ def fused_series(series: TiltSeries, options: ReconstructOptions, *, seed: int =
     result = fused_reconstruct(
         counts, background, series.summed(HAADF).astype(np.float32), series.angles_deg,
         atomic_numbers(names), channel_weights(fused.sensitivity, names, 1.0),
-        channel_weights(fused.weight, names, TV_WEIGHT), haadf_weight=fused.haadf_weight,
+        list(weights), haadf_weight=fused.haadf_weight,
         gamma_range=fused.gamma_range, residual_cost=fused.residual_cost,
         iterations=fused.iterations, seed=seed, halves=halves, nz=options.nz, device=device)
     volumes = {HAADF: result.haadf_volume()}
     volumes.update(zip(names, result.volumes, strict=True))
     return volumes, result
+
+
+def _elements_only(series: TiltSeries) -> TiltSeries:
+    """The element channels of a series (no HAADF), whose TV-KL weights ``fused`` uses."""
+    return TiltSeries({name: series.channels[name] for name in series.elements},
+                      series.angles_deg, series.pixel_size_nm, dict(series.provenance),
+                      series.background)
 
 
 def atomic_numbers(elements: list[str]) -> list[int]:
