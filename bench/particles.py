@@ -31,7 +31,8 @@ from edxtomo.analyze import analyze_volumes
 from edxtomo.options import AnalyzeOptions
 from edxtomo.particles import segment_particles
 from edxtomo.simulate import build_specimen, load_preset, voxelize
-from edxtomo.simulate.phantoms import _fibonacci_sphere, outer_radius
+from edxtomo.simulate.phantoms import outer_radius
+from edxtomo.simulate.placement import fibonacci_sphere
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELD_PRESET = ROOT / "resources/specimens/qd_field.yaml"
@@ -89,7 +90,7 @@ def border_truth(particle, shape, voxel_nm: float) -> bool | None:
     outer radius over 2,000 directions), in voxel coordinates: it reaches a face when it
     passes the centre of the first or last voxel (the half-maximum edge of the blurred mask).
     """
-    directions = _fibonacci_sphere()
+    directions = fibonacci_sphere()
     surface = outer_radius(particle, directions)[:, None] * directions / voxel_nm
     center = np.asarray(particle["center_vox"])
     low, high = center + surface.min(axis=0), center + surface.max(axis=0)

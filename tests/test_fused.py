@@ -18,7 +18,8 @@ from edxtomo.metrics import particle_region, psnr
 from edxtomo.options import DeepOptions, FusedOptions, ReconstructOptions
 from edxtomo.report import plot_haadf_model
 from edxtomo.simulate.acquisition import atomic_number
-from edxtomo.simulate.phantoms import build_specimen, voxelize
+from edxtomo.simulate.phantoms import voxelize
+from edxtomo.simulate.placement import build_specimen
 from edxtomo.simulate.support import saturate_haadf, support_densities
 from edxtomo.tomo import project
 from edxtomo.tomo.fused import fused_reconstruct, write_fit

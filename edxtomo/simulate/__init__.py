@@ -2,6 +2,8 @@
 
 - :mod:`~edxtomo.simulate.phantoms`: quantum dots with direction-dependent shells and
   missing patches, Au nanorods, their voxelisation and the true shell thickness.
+- :mod:`~edxtomo.simulate.placement`: the particles of a preset drawn and placed in the
+  field.
 - :mod:`~edxtomo.simulate.acquisition`: X-ray lines, detector response, Poisson counts,
   HAADF, bremsstrahlung and stage misalignment.
 - :mod:`~edxtomo.simulate.velox`: the Velox EMD writer.
@@ -12,13 +14,13 @@
 
 from edxtomo.simulate.acquisition import Acquisition, apply_misalignment, xray_lines
 from edxtomo.simulate.phantoms import (
-    build_specimen,
     direction_zyx,
     number_densities,
     true_shell_radii,
     true_shell_thickness,
     voxelize,
 )
+from edxtomo.simulate.placement import build_specimen
 from edxtomo.simulate.series import load_preset, simulate_acquisition, tilt_file_name
 from edxtomo.simulate.velox import VeloxSettings, XrayEvents, write_velox_emd
 

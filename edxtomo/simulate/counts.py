@@ -17,7 +17,8 @@ import numpy as np
 
 from edxtomo.io import HAADF, TiltSeries
 from edxtomo.simulate.acquisition import HAADF_Z_EXPONENT, atomic_number
-from edxtomo.simulate.phantoms import build_specimen, voxelize
+from edxtomo.simulate.phantoms import voxelize
+from edxtomo.simulate.placement import build_specimen
 
 HAADF_PEAK_ELECTRONS = 2000.0
 """Mean detected HAADF electrons at the brightest projected pixel."""

@@ -42,7 +42,8 @@ from edxtomo.simulate.acquisition import (
     expected_line_counts,
     xray_lines,
 )
-from edxtomo.simulate.phantoms import build_specimen, particle_elements, voxelize
+from edxtomo.simulate.phantoms import particle_elements, voxelize
+from edxtomo.simulate.placement import build_specimen
 from edxtomo.simulate.velox import VeloxSettings, write_velox_emd
 
 log = logging.getLogger(__name__)
