@@ -237,15 +237,18 @@ def test_haadf_model_table_and_figure(fused, tmp_path):
         assert (tmp_path / f"{name}.png").stat().st_size > 0
 
 
-def _deep(data, maps, data_term):
-    """Steps b-d of deep on ``maps`` (the stand-in for step a's output) and the HAADF."""
-    options = DeepOptions.model_validate({
+def _deep(data, maps, data_term, options=None):
+    """Steps b-d of deep on ``maps`` (the stand-in for step a's output) and the HAADF; by
+    default with the short settings below."""
+    options = options or DeepOptions.model_validate({
         "enrich": {"steps": 20, "width": 8, "batch_size": 4, "patch_px": 32},
         # 200 PDHG iterations: the fused objective within 11% of its minimum (1939 against
         # 1752 at 2000 iterations), every element's PSNR within 0.3 dB of its value there
-        "mbir": {"outer": 20, "inner": 10, "data": data_term, "weight": 0.03},
+        "mbir": {"outer": 20, "inner": 10, "weight": 0.03},
         "final": {"iterations": 20},
     })
+    options = options.model_copy(update={"mbir": options.mbir.model_copy(
+        update={"data": data_term})})
     fused = FusedOptions(sensitivity=dict(zip(ELEMENTS, data["sensitivity"].tolist(),
                                               strict=True)))
     views = {"HAADF": data["haadf"], **dict(zip(ELEMENTS, maps, strict=True))}
@@ -307,17 +310,12 @@ def test_fused_step_b_chooses_its_weights_on_the_kl_term():
     # and candidate apart, which the fused objective cannot, so it runs on the kl term of the
     # same maps (it crashed before); the fused solve then uses exactly those weights
     data = specimen(48, 7, 10000.0, seed=0)
-    views = {"HAADF": data["haadf"], **dict(zip(ELEMENTS, (data["counts"] - data["background"])
-                                                 / 10, strict=True))}
-    fused = FusedOptions(sensitivity=dict(zip(ELEMENTS, data["sensitivity"].tolist(),
-                                              strict=True)))
+    maps = (data["counts"] - data["background"]) / 10
+    options = DeepOptions.model_validate({"mbir": {"outer": 10, "inner": 5},
+                                          "final": {"method": "none"}})
 
     def step_b(data_term):
-        options = DeepOptions.model_validate({"mbir": {"outer": 10, "inner": 5,
-                                                       "data": data_term},
-                                              "final": {"method": "none"}})
-        return reconstruct_deep(views, data["angles"], options, seed=0, device="cpu",
-                                progress=False, fused=fused)
+        return _deep(data, maps, data_term, options)
 
     kl, fused_run = step_b("kl"), step_b("fused")
     assert fused_run.chosen_weights == kl.chosen_weights

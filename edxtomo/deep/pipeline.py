@@ -56,12 +56,15 @@ class DeepResult:
     mbir_volumes : dict of str to ndarray
         Model-based volumes of step b, ``(nz, ny, nx)``.
     enriched_views : dict of str to ndarray
-        Enriched dense views of step c, ``(n_dense, ny, nx)``.
+        Enriched dense views of step c, ``(n_dense, ny, nx)``; empty with
+        ``final.method: none``.
     dense_angles_deg : ndarray, shape (n_dense,)
+        Empty with ``final.method: none``.
     losses : dict of str to list of float
         Training losses per network.
     seconds : dict of str to float
-        Wall time of each step: ``"mbir"``, ``"enrich"``, ``"final"``.
+        Wall time of each step: ``"mbir"``, ``"enrich"``, ``"final"`` (``"mbir"`` alone with
+        ``final.method: none``).
     peak_memory_bytes : dict of str to int
         On CUDA, the most device memory allocated during each step (empty on the CPU).
     weight_curves : list of WeightCurves
