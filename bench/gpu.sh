@@ -15,6 +15,8 @@
 # quality rows of seeds 3-4 (13 tilts: classical, deep; 7 tilts: as `main`).
 # `bash bench/gpu.sh fused`: the rows of `deep`, deep with a fused step b and `fused` again
 # (7 tilts seeds 0-4, 5 tilts at half dose and 13 tilts seeds 0-2), after a solver change.
+# `bash bench/gpu.sh denoiser`: after a change to the denoiser's training, the timed 256^2 row
+# alone, then the 13-tilt `deep` rows of seeds 0-4 side by side (the issue-15 table).
 # Needs the project's Python dependencies (`pip install -e .`); on a machine that has only
 # PyTorch, install pydantic, hyperspy, exspy and rosettasciio (with their pure-Python
 # dependencies) first: the benches simulate through exspy's element database.
@@ -36,10 +38,13 @@ thickness() {  # seed, tilts, counts
         --device cuda --size 96 --seeds "$1" --tilts "$2" --counts "$3" --step 6 \
         --volumes "$OUT/vol" > "$LOGS/thickness_seed$1_$2t_$3c.txt" 2>&1
 }
-case "${1:-main}" in
-main)
+timed_256() {  # the 256^2 row of bench/deep.py, alone on the GPU
     OMP_NUM_THREADS=4 timeout 100 python3 bench/deep.py --skip-cpu --skip-solvers \
         --gpu-sizes 256 > "$LOGS/deep_256.txt" 2>&1
+}
+case "${1:-main}" in
+main)
+    timed_256
     for seed in 0 1 2; do
         quality "q7_seed$seed" --seeds "$seed" --tilts 7 --rows classical deep deepfused fused &
         quality "q5half_seed$seed" --seeds "$seed" --tilts 5 --counts 400 \
@@ -71,8 +76,14 @@ fused)
         quality "q13_seed$seed" --seeds "$seed" --tilts 13 --rows deep deepfused &
     done
     ;;
+denoiser)
+    timed_256
+    for seed in 0 1 2 3 4; do
+        quality "q13_seed$seed" --seeds "$seed" --tilts 13 --rows deep &
+    done
+    ;;
 *)
-    echo "usage: bench/gpu.sh [main|doses|fused]" >&2
+    echo "usage: bench/gpu.sh [main|doses|fused|denoiser]" >&2
     exit 2
     ;;
 esac

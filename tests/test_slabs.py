@@ -142,11 +142,13 @@ def _random_net(net: torch.nn.Module, seed: int) -> torch.nn.Module:
     return net.eval()
 
 
-@pytest.mark.parametrize("net", [UNet(3, 2, 4, 2), UNet(2, 2, 4, 3), DenoiserNet(2, 1, 4, 2)],
-                         ids=["unet-depth2", "unet-depth3", "denoiser"])
+@pytest.mark.parametrize("net", [UNet(3, 2, 4, 2), UNet(2, 2, 4, 3),
+                                 DenoiserNet(2, [[0, 1, 2]], 4, 2),
+                                 DenoiserNet(2, [[0, 3, 4], [1, 2, 4]], 4, 2)],
+                         ids=["unet-depth2", "unet-depth3", "denoiser", "grouped-denoiser"])
 def test_tiled_network_equals_the_whole_image(net):
     net = _random_net(net, 0)
-    x = torch.rand(3, net.unet.down[0][0].in_channels if isinstance(net, DenoiserNet)
+    x = torch.rand(3, int(net.gather.max()) + 1 if isinstance(net, DenoiserNet)
                    else net.down[0][0].in_channels, 70, 53,
                    generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

@@ -96,6 +96,9 @@ from edxtomo.tomo.slabs import device_budget
 
 log = logging.getLogger(__name__)
 
+PER_TARGET = (0, 2, 3)
+"""The axes a training loss averages over, ``(batch, ny, nx)``: one loss per target map."""
+
 RECORRUPTION_ALPHA = 0.5
 """``alpha`` of the recorrupted pairs ``(y + alpha z, y - z / alpha)``, Pang et al.'s choice:
 the input carries ``1 + alpha^2`` times the maps' noise variance, the target ``1 + alpha^-2``."""
@@ -212,37 +215,24 @@ def denoise_projections(
                  else "")
     if scheme == "recorrupted":
         data.noise_std = data.white_noise_std() * np.float32(np.sqrt(RECORRUPTION_SHARE))
-    everything = list(range(len(elements)))
-    if opts.networks == "shared":
-        plans = [(everything, [])]
-    else:
-        plans = [([i], [j for j in everything if j != i] if opts.use_other_elements else [])
-                 for i in everything]
-    result = np.empty((series.n_tilt, len(elements), *series.image_shape), np.float32)
-    losses = {}
-    for targets, guides in plans:
-        name = "+".join(elements[i] for i in targets)
-        sub = data.for_network(targets, guides)
-        model = seeded_module(
-            lambda sub=sub: DenoiserNet(sub.n_targets, sub.in_channels - sub.n_targets,
-                                        opts.width, opts.depth, scheme in COUNT_SCHEMES),
-            seed, dev)
-        checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / (
-            f"denoise_{name}.pt")
-        key = fingerprint(sub.values, *(() if sub.haadf is None else (sub.haadf,)),
-                          seed=seed, scheme=scheme, n_targets=sub.n_targets,
-                          radius=sub.radius,
-                          options={k: v for k, v in opts.model_dump().items()
-                                   if k not in ("inference_splits", "checkpoint_every")})
-        generator = make_generator(seed, dev)
-        losses[name] = train(
-            model, lambda m, g, sub=sub: sub.loss(m, g, opts), generator,
-            steps=opts.steps, lr=opts.lr, name=f"denoise {name} ({scheme})", key=key,
-            checkpoint=checkpoint, checkpoint_every=opts.checkpoint_every, progress=progress)
-        # Inference draws its own splits from a generator seeded apart from training, so a
-        # resumed run (whose training generator was restored) draws the same splits.
-        with deterministic():
-            result[:, targets] = sub.predict(model, make_generator(seed + 1, dev), opts)
+    model, sub = _networks(data, opts, scheme, seed, dev)
+    groups = elements if sub.n_targets == model.groups else ["+".join(elements)]
+    checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / (
+        f"denoise_{opts.networks}.pt")
+    key = fingerprint(sub.values, *(() if sub.haadf is None else (sub.haadf,)),
+                      seed=seed, scheme=scheme, n_targets=sub.n_targets, radius=sub.radius,
+                      options={k: v for k, v in opts.model_dump().items()
+                               if k not in ("inference_splits", "checkpoint_every")})
+    trained = train(
+        model, lambda m, g: sub.loss(m, g, opts).view(model.groups, -1).mean(dim=1),
+        make_generator(seed, dev), steps=opts.steps, lr=opts.lr,
+        name=f"denoise ({scheme})", key=key, groups=groups, checkpoint=checkpoint,
+        checkpoint_every=opts.checkpoint_every, progress=progress)
+    losses = dict(zip(groups, trained, strict=True))
+    # Inference draws its own splits from a generator seeded apart from training, so a
+    # resumed run (whose training generator was restored) draws the same splits.
+    with deterministic():
+        result = sub.predict(model, make_generator(seed + 1, dev), opts)
     projections = {}
     for i, element in enumerate(elements):
         net = result[:, i]
@@ -253,6 +243,32 @@ def denoise_projections(
         projections[element] = np.ascontiguousarray(net, dtype=np.float32)
     return DenoiseResult(projections, scheme, losses,
                          None if scheme in COUNT_SCHEMES else plan.correlation_px, scales)
+
+
+def _networks(data: _Data, opts: DenoiseOptions, scheme: str, seed: int,
+              dev: torch.device) -> tuple[DenoiserNet, _Data]:
+    """The denoiser of every element and the data it trains on.
+
+    ``networks: shared``: one network maps all the elements (and the HAADF) to all the
+    elements. ``per_element`` (the paper's): one network per element, all trained at once
+    as one grouped module (:class:`~edxtomo.deep.unet.DenoiserNet`); network ``k`` sees
+    the training input of element ``k``, the other elements as measured (with
+    ``use_other_elements``) and the HAADF, never element ``k`` as measured (it holds the
+    training target).
+    """
+    n = len(data.scale)
+    everything = list(range(n))
+    if opts.networks == "shared":
+        sub = data.for_network(everything, [])
+        inputs = [list(range(sub.in_channels))]
+    else:
+        guides = everything if opts.use_other_elements else []
+        sub = data.for_network(everything, guides)
+        extra = list(range(n + len(guides), sub.in_channels))
+        inputs = [[k] + [n + j for j in guides if j != k] + extra for k in everything]
+    model = seeded_module(lambda: DenoiserNet(n, inputs, opts.width, opts.depth,
+                                              scheme in COUNT_SCHEMES), seed, dev)
+    return model, sub
 
 
 @dataclass
@@ -366,6 +382,7 @@ class _Data:
 
     def loss(self, model: torch.nn.Module, g: torch.Generator,
              opts: DenoiseOptions) -> torch.Tensor:
+        """The training loss of every target map on one random batch, ``(n_targets,)``."""
         n = self.n_targets
         values, haadf, noise_std = self._batch(g, opts)
         if self.scheme == "neighbor2neighbor":
@@ -379,7 +396,7 @@ class _Data:
         rate = model(self._inputs(a / (fa * scale), values[:, n:], haadf))
         target = b / (fb * scale)
         # Poisson negative log-likelihood of b given the rate, per unit of expected count
-        return torch.mean(rate - target * torch.log(rate + 1e-8))
+        return torch.mean(rate - target * torch.log(rate + 1e-8), dim=PER_TARGET)
 
     def _n2n_loss(self, model, values, haadf, g, gamma):
         n = self.n_targets
@@ -391,7 +408,8 @@ class _Data:
         out = model(self._inputs(first[:, :n], first[:, n:], h_first))
         residual = out - second[:, :n]
         consistency = residual - (subsample(full, index[0]) - subsample(full, index[1]))
-        return torch.mean(residual**2) + gamma * torch.mean(consistency**2)
+        return (torch.mean(residual**2, dim=PER_TARGET)
+                + gamma * torch.mean(consistency**2, dim=PER_TARGET))
 
     def _recorrupted_loss(self, model, values, haadf, noise_std, g):
         """Squared error between the output for ``y + alpha z`` (blurred by the measured
@@ -401,7 +419,7 @@ class _Data:
         noisy, target = recorrupt(values[:, :n], noise_std[:, :n], self.blur_px,
                                   RECORRUPTION_ALPHA, g)
         out = model(self._inputs(noisy, values[:, n:], haadf))
-        return torch.mean((self._blurred(out) - target) ** 2)
+        return torch.mean((self._blurred(out) - target) ** 2, dim=PER_TARGET)
 
     def _blurred(self, out: torch.Tensor) -> torch.Tensor:
         """The output as the maps saw it: blurred by the measured filter with ``deconvolve``."""
@@ -447,7 +465,8 @@ class _Data:
         masked = torch.where(hidden, fill, targets)
         out = self._blurred(model(self._inputs(masked, values[:, n:], haadf)))
         weight = centres.expand_as(out).float()
-        return torch.sum(weight * (out - targets) ** 2) / torch.clamp(weight.sum(), min=1.0)
+        return (torch.sum(weight * (out - targets) ** 2, dim=PER_TARGET)
+                / torch.clamp(weight.sum(dim=PER_TARGET), min=1.0))
 
     @torch.no_grad()
     def predict(self, model: torch.nn.Module, g: torch.Generator,

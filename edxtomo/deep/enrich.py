@@ -122,9 +122,9 @@ def enrich_views(
                       options={k: v for k, v in opts.model_dump().items()
                                if k not in ("step_deg", "checkpoint_every")})
     checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / "enrich.pt"
-    losses = train(model, loss_fn, make_generator(seed, dev), steps=opts.steps, lr=opts.lr,
-                   name="view enrichment", key=key, checkpoint=checkpoint,
-                   checkpoint_every=opts.checkpoint_every, progress=progress)
+    [losses] = train(model, loss_fn, make_generator(seed, dev), steps=opts.steps, lr=opts.lr,
+                     name="view enrichment", key=key, checkpoint=checkpoint,
+                     checkpoint_every=opts.checkpoint_every, progress=progress)
 
     dense = dense_angles(angles_deg, opts.step_deg)
     views = _project_slabs(volumes, dense, dev, budget).permute(1, 0, 2, 3) / scale

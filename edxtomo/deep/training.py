@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,23 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
+def clip_per_group(parameters: Iterable[torch.nn.Parameter], max_norm: float,
+                   groups: int = 1) -> None:
+    """Scale the gradients of each of ``groups`` networks to a norm of at most ``max_norm``.
+
+    The networks are blocks of the parameters' first axis (group-major, as
+    :class:`edxtomo.deep.unet.UNet` lays them out), so a grouped module trains as its
+    networks would apart; ``groups=1`` is ``torch.nn.utils.clip_grad_norm_``.
+    """
+    grads = [p.grad.view(groups, -1) for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    norms = torch.stack([g.pow(2).sum(dim=1) for g in grads]).sum(dim=0).sqrt()
+    factor = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(factor[:, None])
+
+
 def train(
     model: torch.nn.Module,
     loss_fn: Callable[[torch.nn.Module, torch.Generator], torch.Tensor],
@@ -101,19 +118,22 @@ def train(
     lr: float,
     name: str,
     key: str,
+    groups: Sequence[str] = ("",),
     checkpoint: Path | None = None,
     checkpoint_every: int = 50,
     progress: bool = True,
-) -> list[float]:
+) -> list[list[float]]:
     """Adam with cosine learning-rate decay; checkpoints, resume and divergence check.
 
     Parameters
     ----------
     model : torch.nn.Module
-        Trained in place.
+        Trained in place. With several ``groups``, its parameters are group-major blocks
+        (:func:`clip_per_group`).
     loss_fn : callable
-        ``loss_fn(model, generator) -> scalar tensor``: draws one batch with ``generator``
-        and returns its loss.
+        ``loss_fn(model, generator) -> tensor of shape (len(groups),)`` (or a scalar for one
+        group): draws one batch with ``generator`` and returns each network's loss. Their sum
+        is minimised; the networks do not share parameters, so each follows its own loss.
     generator : torch.Generator
         The only source of randomness of the batches; saved in checkpoints.
     steps : int
@@ -125,6 +145,9 @@ def train(
     key : str
         :func:`fingerprint` of the data and settings. A checkpoint with another key is
         ignored (and overwritten).
+    groups : sequence of str
+        Label of each network of a grouped ``model`` (the elements); one empty label for a
+        single network.
     checkpoint : Path, optional
         Checkpoint file; when it exists with the same key, training resumes from it.
     checkpoint_every : int
@@ -134,8 +157,8 @@ def train(
 
     Returns
     -------
-    list of float
-        The loss of every step, from step 0 (restored ones included on resume).
+    list of list of float
+        Per group, the loss of every step, from step 0 (restored ones included on resume).
 
     Raises
     ------
@@ -146,7 +169,8 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda k: 0.05 + 0.475 * (1 + math.cos(math.pi * min(k / max(steps, 1), 1)))
     )
-    losses: list[float] = []
+    labels = [f"{name} [{group}]" if group else name for group in groups]
+    history: list[list[float]] = []  # per step, the loss of every group
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         if state.get("key") == key:
@@ -154,8 +178,8 @@ def train(
             optimiser.load_state_dict(state["optimiser"])
             schedule.load_state_dict(state["schedule"])
             generator.set_state(state["generator"])
-            losses = list(state["losses"])
-            log.info("%s: resumed from %s at step %d of %d", name, checkpoint, len(losses),
+            history = [list(row) for row in state["losses"]]
+            log.info("%s: resumed from %s at step %d of %d", name, checkpoint, len(history),
                      steps)
         else:
             log.info("%s: checkpoint %s belongs to other data or settings; starting afresh",
@@ -165,35 +189,38 @@ def train(
         save_checkpoint(checkpoint, {
             "key": key, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
             "schedule": schedule.state_dict(), "generator": generator.get_state(),
-            "losses": losses,
+            "losses": history,
         })
 
     model.train()
-    bar = tqdm(range(len(losses), steps), desc=name, initial=len(losses), total=steps,
+    bar = tqdm(range(len(history), steps), desc=name, initial=len(history), total=steps,
                disable=not progress, mininterval=1.0)
     with deterministic():
         for step in bar:
             optimiser.zero_grad(set_to_none=True)
-            loss = loss_fn(model, generator)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise TrainingDivergedError(
-                    f"{name}: the loss became {value} at step {step}; lower the learning "
-                    "rate or check the input for NaN/inf values"
-                )
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
+            loss = loss_fn(model, generator).reshape(len(groups))
+            values = loss.detach().cpu().tolist()
+            for label, value in zip(labels, values, strict=True):
+                if not math.isfinite(value):
+                    raise TrainingDivergedError(
+                        f"{label}: the loss became {value} at step {step}; lower the learning "
+                        "rate or check the input for NaN/inf values"
+                    )
+            loss.sum().backward()
+            clip_per_group(model.parameters(), CLIP_NORM, len(groups))
             optimiser.step()
             schedule.step()
-            losses.append(value)
-            bar.set_postfix(loss=f"{value:.5g}")
+            history.append(values)
+            bar.set_postfix(loss=f"{sum(values):.5g}")
             if checkpoint is not None and (step + 1) % checkpoint_every == 0:
                 snapshot()
-    if checkpoint is not None and len(losses) % checkpoint_every:
+    if checkpoint is not None and len(history) % checkpoint_every:
         snapshot()
-    if losses:
-        tail = losses[-max(1, len(losses) // 10):]
-        log.info("%s: %d steps, final loss %.6g (mean of the last 10%%)", name, len(losses),
-                 float(np.mean(tail)))
+    per_group = [list(column) for column in zip(*history, strict=True)] or [[] for _ in groups]
+    for label, losses in zip(labels, per_group, strict=True):
+        if losses:
+            tail = losses[-max(1, len(losses) // 10):]
+            log.info("%s: %d steps, final loss %.6g (mean of the last 10%%)", label,
+                     len(losses), float(np.mean(tail)))
     model.eval()
-    return losses
+    return per_group
