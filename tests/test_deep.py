@@ -8,6 +8,7 @@ dose (a few hundred counts per element and tilt) over a flat background, and a H
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,7 @@ from edxtomo.deep import (
     write_deep_run,
 )
 from edxtomo.deep.pairs import split_counts, split_frames
+from edxtomo.deep.run import side_by_side
 from edxtomo.deep.unet import DenoiserNet
 from edxtomo.errors import ConfigError, EdxtomoInputError
 from edxtomo.io import TiltSeries
@@ -457,6 +459,52 @@ def test_selfcheck_is_an_option_and_can_be_turned_off():
     assert run.selfcheck is None
 
 
+def test_trainings_side_by_side_share_the_torch_threads():
+    both_running = threading.Barrier(2)
+
+    def task():
+        both_running.wait(timeout=30)  # raises if the tasks ran one after the other
+        return threading.get_ident(), torch.get_num_threads()
+
+    torch.set_num_threads(2)
+    try:
+        seen = side_by_side(torch.device("cpu"), task, task)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    assert seen[0][0] != seen[1][0] and [n for _, n in seen] == [1, 1]
+    assert side_by_side(torch.device("cpu"), lambda: threading.get_ident()) == [
+        threading.get_ident()]
+
+
+def test_selfcheck_beside_the_full_run_equals_one_after_the_other():
+    """Step a of the self-check trains in a second thread beside the full run's on 2 torch
+    threads (one each), and one after the other on 1: the same seeds, the same numbers
+    (steps b-d then run on 2 threads against 1: equal to float rounding)."""
+    series, _, _ = _specimen(16)
+    tiny = SELFCHECK_DEEP.model_copy(update={
+        "denoise": FAST_DENOISE.model_copy(update={"steps": 6}),
+        "enrich": FAST_DEEP.enrich.model_copy(update={"steps": 2}),
+        "mbir": FAST_DEEP.mbir.model_copy(update={"outer": 2, "inner": 5}),
+        "final": FAST_DEEP.final.model_copy(update={"iterations": 5})})
+    runs = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            runs.append(run_deep(series, series, _identity_transforms(ANGLES), tiny, seed=0,
+                                 device="cpu", progress=False, classical=ReconstructOptions(
+                                     tv={"iterations": 10, "weight": 1.0})))
+        finally:
+            torch.set_num_threads(1)
+    one, two = runs
+    pd.testing.assert_frame_equal(one.selfcheck, two.selfcheck, rtol=1e-5)
+    for element in ELEMENTS:
+        np.testing.assert_array_equal(one.denoised.projections[element],
+                                      two.denoised.projections[element])
+        np.testing.assert_allclose(one.result.volumes[element], two.result.volumes[element],
+                                   rtol=1e-4, atol=1e-6)
+
+
 def test_selfcheck_flags_a_broken_run(caplog):
     series, _, _ = _specimen(24, seed=2)
     broken = DeepOptions.model_validate({
@@ -481,19 +529,19 @@ def test_selfcheck_flags_a_broken_run(caplog):
 
 
 def test_selfcheck_of_float_maps_leaves_tilts_out_and_flags_a_loser(caplog):
-    from edxtomo.deep.selfcheck import left_out_tilts, run_selfcheck
+    from edxtomo.deep.selfcheck import left_out_tilts, run_selfcheck, training_series
     series, truth, _ = _specimen(16)
     floats = TiltSeries({e: 0.37 * series.net_counts(e) for e in ELEMENTS}, ANGLES, 0.6,
                         {"counts": False})
     out = left_out_tilts(len(ANGLES))
     seen = []
 
-    def truth_steps(raw, aligned, table):
+    def truth_steps(aligned, table):
         # an oracle "deep": the true volumes, whatever the views
-        seen.append((len(raw.angles_deg), len(aligned.angles_deg), len(table)))
+        seen.append((len(aligned.angles_deg), len(table)))
         return dict(zip(ELEMENTS, truth, strict=True))
 
-    def broken_steps(raw, aligned, table):
+    def broken_steps(aligned, table):
         # a broken "deep": flat volumes that carry the mass and nothing else
         return {e: np.full(truth.shape[1:], float(truth[i].mean()), np.float32)
                 for i, e in enumerate(ELEMENTS)}
@@ -502,7 +550,9 @@ def test_selfcheck_of_float_maps_leaves_tilts_out_and_flags_a_loser(caplog):
     good = run_selfcheck(floats, _identity_transforms(ANGLES), truth_steps, tv)
     with caplog.at_level(logging.WARNING, logger="edxtomo.deep"):
         bad = run_selfcheck(floats, _identity_transforms(ANGLES), broken_steps, tv)
-    assert seen == [(13 - out.sum(),) * 3]
+    assert seen == [(13 - out.sum(),) * 2]
+    # step a (run by the caller) learns from the same tilts
+    np.testing.assert_array_equal(training_series(floats, 0).angles_deg, ANGLES[~out])
     for table in (good, bad):
         assert list(table.columns) == SELFCHECK_COLUMNS
         assert table["method"].str.startswith("left-out tilts").all()

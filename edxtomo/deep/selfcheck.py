@@ -66,9 +66,9 @@ SPLIT_STREAM = 0x5E1F
 """Mixed into the seed, so the held-out split is not the denoiser's first training split."""
 
 TILT_METHOD = "left-out tilts ({}), relative squared error after a scale fit"
-DeepSteps = Callable[[TiltSeries, TiltSeries, pd.DataFrame], dict[str, np.ndarray]]
-"""Steps a-d on (raw series, aligned series, their transforms), returning the volumes by
-channel."""
+DeepSteps = Callable[[TiltSeries, pd.DataFrame], dict[str, np.ndarray]]
+"""Steps b-d on (aligned series, its transforms), returning the volumes by channel; step a
+has denoised :func:`training_series` (the caller runs it, beside the full run's step a)."""
 
 
 def split_halves(series: TiltSeries, seed: int) -> tuple[TiltSeries, dict[str, np.ndarray]]:
@@ -87,6 +87,20 @@ def split_halves(series: TiltSeries, seed: int) -> tuple[TiltSeries, dict[str, n
                        dict(series.provenance), background), half_b)
 
 
+
+
+def float_maps(series: TiltSeries) -> list[str]:
+    """The elements whose maps are floats, not counts: they cannot be split."""
+    return [e for e in series.elements if not is_counts(series, e)]
+
+
+def training_series(extracted: TiltSeries, seed: int) -> TiltSeries:
+    """The raw series the self-check's deep run learns from: half A of the counts
+    (:func:`split_halves`), or for float maps the series without its left-out tilts
+    (:func:`left_out_tilts`)."""
+    if float_maps(extracted):
+        return _tilt_subset(extracted, ~left_out_tilts(len(extracted.angles_deg)))
+    return split_halves(extracted, seed)[0]
 
 
 def score(volumes: dict[str, np.ndarray], held_out: dict[str, np.ndarray],
@@ -155,7 +169,7 @@ def run_tilt_check(extracted: TiltSeries, transforms: pd.DataFrame, deep_steps: 
     keep = ~out
     aligned = apply_to_series(extracted, transforms)
     table_keep = transforms[keep].reset_index(drop=True)
-    raw_keep, aligned_keep = _tilt_subset(extracted, keep), _tilt_subset(aligned, keep)
+    aligned_keep = _tilt_subset(aligned, keep)
     angles_out = aligned.angles_deg[out]
     field = np.ones(extracted.summed(extracted.elements[0]).shape, np.float32)
     mask = apply_transforms(field, transforms)[out] > 0.999
@@ -168,7 +182,7 @@ def run_tilt_check(extracted: TiltSeries, transforms: pd.DataFrame, deep_steps: 
             np.asarray(volumes[e], np.float32), angles_out, device=device)), mask)
             for e in held_out}
 
-    deep = errors(deep_steps(raw_keep, aligned_keep, table_keep))
+    deep = errors(deep_steps(aligned_keep, table_keep))
     elements = TiltSeries({e: aligned_keep.channels[e] for e in aligned_keep.elements},
                           aligned_keep.angles_deg, aligned_keep.pixel_size_nm, {},
                           aligned_keep.background)
@@ -228,8 +242,8 @@ def run_selfcheck(
     transforms : DataFrame
         The alignment transforms.
     deep_steps : callable
-        Steps a-d with the run's options: ``(raw half A, aligned half A, transforms) ->
-        volumes``.
+        Steps b-d with the run's options, on step a's maps of :func:`training_series`:
+        ``(aligned half A, transforms) -> volumes``.
     tv_options : ReconstructOptions
         ``nz`` and ``tv`` of the TV-KL reconstruction.
     seed : int
@@ -241,7 +255,7 @@ def run_selfcheck(
     DataFrame
         Columns :data:`COLUMNS`, one row per element.
     """
-    floats = [e for e in extracted.elements if not is_counts(extracted, e)]
+    floats = float_maps(extracted)
     if floats:
         log.info("self-check: float maps, not counts (%s): left-out tilts instead of a count "
                  "split", ", ".join(floats))
@@ -253,8 +267,8 @@ def run_selfcheck(
     mask = apply_transforms(np.ones_like(next(iter(half_b.values())), np.float32), transforms,
                             angles_deg=angles) > 0.999
     log.info("self-check: deep and tv on half A of the counts, scored on half B")
-    deep = score(deep_steps(half_a, aligned_a, transforms), held_out, aligned_a.background,
-                 angles, mask, device)
+    deep = score(deep_steps(aligned_a, transforms), held_out, aligned_a.background, angles,
+                 mask, device)
     elements_a = TiltSeries({e: aligned_a.channels[e] for e in aligned_a.elements}, angles,
                             aligned_a.pixel_size_nm, {}, aligned_a.background)
     tv = score(reconstruct_series(elements_a, "tv", tv_options, device=_kind(device)), held_out,

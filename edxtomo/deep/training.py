@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,12 @@ class TrainingDivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+_GLOBAL_STATE = threading.Lock()
+"""Guards torch's global settings and RNG, which trainings in parallel threads share."""
+_deterministic_depth = 0
+_saved_settings: tuple = ()
+
+
 @contextlib.contextmanager
 def deterministic() -> Iterator[None]:
     """Deterministic kernels for the duration of the block (settings restored afterwards).
@@ -43,26 +50,38 @@ def deterministic() -> Iterator[None]:
     gathers act on inputs, which need no gradient). Deterministic mode's filling of every
     new tensor with NaN is turned off: it only exposes reads of uninitialised memory, which
     no kernel here makes, and it took 10% of a CPU training step (30,000 fills per 150).
+    The settings are global: blocks open in several threads at once share them, and the
+    last one to close restores them.
     """
-    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
-             torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.utils.deterministic.fill_uninitialized_memory)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = False
+    global _deterministic_depth, _saved_settings
+    with _GLOBAL_STATE:
+        if not _deterministic_depth:
+            _saved_settings = (torch.backends.cudnn.deterministic,
+                               torch.backends.cudnn.benchmark,
+                               torch.are_deterministic_algorithms_enabled(),
+                               torch.is_deterministic_algorithms_warn_only_enabled(),
+                               torch.utils.deterministic.fill_uninitialized_memory)
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.utils.deterministic.fill_uninitialized_memory = False
+        _deterministic_depth += 1
     try:
         yield
     finally:
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[:2]
-        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
-        torch.utils.deterministic.fill_uninitialized_memory = saved[4]
+        with _GLOBAL_STATE:
+            _deterministic_depth -= 1
+            if not _deterministic_depth:
+                saved = _saved_settings
+                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[:2]
+                torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+                torch.utils.deterministic.fill_uninitialized_memory = saved[4]
 
 
 def seeded_module(factory: Callable[[], torch.nn.Module], seed: int,
                   device: torch.device) -> torch.nn.Module:
-    """Build a module with its initial weights drawn from ``seed``, global RNG untouched."""
-    with torch.random.fork_rng(devices=[]):
+    """Build a module with its initial weights drawn from ``seed``, global RNG untouched
+    (also while other threads build theirs)."""
+    with _GLOBAL_STATE, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = factory()
     return module.to(device)
@@ -100,13 +119,14 @@ def clip_per_group(parameters: Iterable[torch.nn.Parameter], max_norm: float,
     :class:`edxtomo.deep.unet.UNet` lays them out), so a grouped module trains as its
     networks would apart; ``groups=1`` is ``torch.nn.utils.clip_grad_norm_``.
     """
-    grads = [p.grad.view(groups, -1) for p in parameters if p.grad is not None]
+    # (groups, ...) views of every gradient, whatever its memory layout
+    grads = [p.grad.unflatten(0, (groups, -1)) for p in parameters if p.grad is not None]
     if not grads:
         return
-    norms = torch.stack([g.pow(2).sum(dim=1) for g in grads]).sum(dim=0).sqrt()
+    norms = torch.stack([g.pow(2).flatten(1).sum(dim=1) for g in grads]).sum(dim=0).sqrt()
     factor = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for g in grads:
-        g.mul_(factor[:, None])
+        g.mul_(factor.view(groups, *[1] * (g.dim() - 1)))
 
 
 def train(

@@ -69,7 +69,8 @@ class DenoiseOptions(NetworkOptions):
 
     ``networks: per_element`` (as the paper: the S net also sees Se and Zn) against one
     shared net of 400 steps gave Zn +5.6, S +2.8, Se +0.4 dB in the projections' PSNR at
-    300 steps, for n_element times the training time.
+    300 steps, for n_element times the compute. The element networks train side by side as
+    one grouped module, so a step costs one network's kernel launches on a GPU.
     """
 
     steps: int | None = Field(None, ge=1)
@@ -84,7 +85,8 @@ class DenoiseOptions(NetworkOptions):
     counts times a scale; for other floats neighbor2neighbor when their noise is white, else
     recorrupted: pairs recorrupted with noise of the measured covariance), or one scheme"""
     networks: Literal["per_element", "shared"] = "per_element"
-    """one network per element, or one network for all elements"""
+    """one network per element (trained side by side as one grouped module), or one network
+    for all elements"""
     use_other_elements: bool = True
     """per-element nets see the other elements as extra inputs"""
     use_haadf: bool = True
