@@ -192,7 +192,7 @@ class DeepOptions(Options):
     """step d: final reconstruction"""
     selfcheck: bool = True
     """rerun steps a-d and `tv` on half of the counts and score both on the other half
-    (`selfcheck.tsv`, a warning where `deep` loses); doubles the job's time"""
+    (`selfcheck.tsv`, a warning where `deep` loses); doubles the job's work"""
 
     def with_budget(self, device_type: str) -> tuple[DeepOptions, str]:
         """These options with every count left at ``null`` taken from the budget that runs
