@@ -274,11 +274,10 @@ def _networks(data: _Data, opts: DenoiseOptions, scheme: str, seed: int,
     first = seeded_module(lambda: network(inputs[:1]), seed, dev)
     if len(inputs) == 1:
         return first, sub
-    # Every network starts from the weights that the seed draws for one network alone, as
-    # when they trained apart: at the CPU budget the outcome depends on the start (on the
-    # 64^3 quality specimen of seed 1, Zn's own draw ended 2.6 dB lower in the projections'
-    # PSNR than this shared start). seeded_module: the draw it replaces must not touch the
-    # global RNG, which the self-check's training in another thread seeds.
+    # Every network starts from the weights that the seed draws for one network alone, the
+    # start they had when they trained apart (at the CPU budget Zn's result spans 3-4 dB
+    # over starts and draws: bench/denoise_seeds.py). seeded_module: the draw it replaces
+    # must not touch the global RNG, which the self-check's training in another thread seeds.
     model = seeded_module(lambda: network(inputs), seed, dev)
     with torch.no_grad():
         for grouped, alone in zip(model.parameters(), first.parameters(), strict=True):

@@ -152,10 +152,11 @@ def run_deep(
 def side_by_side(device: torch.device, *tasks: Callable[[], T]) -> list[T]:
     """Run independent trainings; on the CPU in parallel threads that share the torch threads.
 
-    The denoisers' grouped convolutions gain little from a second torch thread (on 2 cores,
-    5 element networks: 92 s on 2 threads, about as long as on 1), while two trainings on
-    one thread each take the time of one; on a GPU they run one after the other, since each
-    sizes its inference tiles from the free device memory.
+    The denoisers' grouped convolutions gain little from a second torch thread, two
+    trainings on one thread each much more: the demo's two step-a trainings took 115 s side
+    by side on the 2-core VM, against 90 + 74 s one after the other on 2 threads. On a GPU
+    they run one after the other, since each sizes its inference tiles from the free device
+    memory.
     """
     threads = torch.get_num_threads()
     per_task = threads // len(tasks)
