@@ -13,7 +13,7 @@ from scipy import ndimage
 from test_deep import ANGLES, ELEMENTS, FAST_DEEP, FAST_DENOISE, _specimen
 
 from edxtomo.deep import denoise_projections, reconstruct_deep
-from edxtomo.deep.denoise import RECORRUPTION_ALPHA, RECORRUPTION_SHARE
+from edxtomo.deep.denoise_data import RECORRUPTION_ALPHA, RECORRUPTION_SHARE
 from edxtomo.deep.noise import (
     correlation_length,
     count_scale,
