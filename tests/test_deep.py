@@ -197,6 +197,26 @@ def test_gradients_are_clipped_per_network():
     np.testing.assert_allclose(weight.grad[1].numpy(), [0.3, 0.4, 0.0, 0.0])
 
 
+def test_no_element_network_sees_its_own_element_as_measured():
+    """The input layout of the grouped denoiser: network k reads element k's training input,
+    the other elements as measured and the HAADF; element k as measured holds its training
+    target, and a network that saw it would learn to copy its input."""
+    from edxtomo.deep.denoise import _networks
+    from edxtomo.deep.denoise_data import DenoiseData
+    series, _, _ = _specimen(16)
+    data = DenoiseData.from_series(series, "binomial", True, torch.device("cpu"))
+    n = len(ELEMENTS)
+    model, sub = _networks(data, FAST_DENOISE, "binomial", 0, torch.device("cpu"))
+    reads = model.gather.view(n, -1).tolist()
+    assert model.groups == n and sub.n_targets == n and sub.in_channels == 2 * n + 1
+    for k, channels in enumerate(reads):
+        assert channels == [k] + [n + j for j in range(n) if j != k] + [2 * n]
+    # every network starts from the same seeded weights
+    for parameter in model.parameters():
+        blocks = parameter.detach().view(n, -1)
+        assert torch.equal(blocks, blocks[:1].expand_as(blocks))
+
+
 def test_grouped_denoisers_train_as_they_would_apart():
     """Two element networks trained as one grouped module end where each trained alone ends,
     from the same weights on the same batches; network 1's loss is scaled so that its
