@@ -116,9 +116,7 @@ def run_deep(
     checked_raw = training_series(extracted, seed) if options.selfcheck else None
     held_out_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / "selfcheck"
 
-    def step_a(raw: TiltSeries | None, checkpoints: Path | None) -> DenoiseResult | None:
-        if raw is None:
-            return None
+    def step_a(raw: TiltSeries, checkpoints: Path | None) -> DenoiseResult:
         denoised = denoise_projections(raw, seed=seed, device=device,
                                        options=options.denoise, checkpoint_dir=checkpoints,
                                        progress=progress)
@@ -132,9 +130,10 @@ def run_deep(
                              classical.fused, nz=nz, seed=seed, device=device,
                              checkpoint_dir=checkpoints, progress=progress)
 
-    denoised, checked_denoised = side_by_side(
+    # without the self-check, the full run's step a alone keeps every torch thread
+    denoised, *checked_denoised = side_by_side(
         device, lambda: step_a(extracted, checkpoint_dir),
-        lambda: step_a(checked_raw, held_out_dir))
+        *([] if checked_raw is None else [lambda: step_a(checked_raw, held_out_dir)]))
     result = steps_b_to_d(denoised, extracted, aligned, transforms, options, checkpoint_dir)
     selfcheck = None
     if options.selfcheck:
@@ -142,8 +141,9 @@ def run_deep(
         checked = with_chosen_weights(options, "mbir", result.chosen_weights)
         selfcheck = run_selfcheck(
             extracted, transforms,
-            lambda registered, table: steps_b_to_d(checked_denoised, checked_raw, registered,
-                                                   table, checked, held_out_dir).volumes,
+            lambda registered, table: steps_b_to_d(checked_denoised[0], checked_raw,
+                                                   registered, table, checked,
+                                                   held_out_dir).volumes,
             classical, seed=seed, device=device)
     return DeepRun(denoised, result, np.asarray(aligned.angles_deg), aligned.pixel_size_nm,
                    selfcheck)
