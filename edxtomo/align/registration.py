@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from scipy.signal.windows import tukey
 from skimage.registration import phase_cross_correlation
 
 from edxtomo.align.geometry import _rotate_xy, _warp
@@ -51,6 +50,10 @@ class _Registration:
 @functools.lru_cache(maxsize=8)
 def _band_pass(shape: tuple[int, int], reg: _Registration) -> tuple[np.ndarray, np.ndarray]:
     """Tukey edge window and difference-of-Gaussians transfer function for ``shape``."""
+    # imported here: scipy.signal pulls in scipy.stats (a second per process), and every
+    # job that only applies transforms imports this package
+    from scipy.signal.windows import tukey
+
     window = np.outer(tukey(shape[0], WINDOW_TAPER), tukey(shape[1], WINDOW_TAPER))
     k2 = np.fft.fftfreq(shape[0])[:, None] ** 2 + np.fft.fftfreq(shape[1])[None, :] ** 2
     transfer = np.exp(-2 * np.pi**2 * reg.low_px**2 * k2) - np.exp(

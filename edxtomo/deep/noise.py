@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from scipy import ndimage, signal
+from scipy import ndimage
 
 CORRELATION_THRESHOLD = 0.1
 """Noise correlations below this are taken as independence. A self-supervised target whose
@@ -125,6 +125,10 @@ def correlation_length(rho: np.ndarray, threshold: float = CORRELATION_THRESHOLD
 def _quadratic_fit(x: np.ndarray, window_px: int) -> np.ndarray:
     """Local quadratic fit of ``(..., ny, nx)`` maps: a Savitzky-Golay filter of order 2 and
     ``window_px`` along y, then along x (it keeps any signal quadratic in y and in x)."""
+    # imported here: scipy.signal pulls in scipy.stats (a second per process), and only
+    # float maps come this way
+    from scipy import signal
+
     fit = signal.savgol_filter(x, window_px, 2, axis=-2, mode="mirror")
     return signal.savgol_filter(fit, window_px, 2, axis=-1, mode="mirror")
 

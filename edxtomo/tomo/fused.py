@@ -49,7 +49,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from scipy.ndimage import uniform_filter
-from scipy.stats import poisson
 from tqdm.auto import tqdm
 
 from edxtomo.errors import EdxtomoInputError
@@ -389,6 +388,9 @@ def xray_support(counts: np.ndarray, background: np.ndarray, angles_deg: np.ndar
     ndarray, shape (nz, ny, nx), float32
         Support weight in [0, 1].
     """
+    # imported here: scipy.stats takes a second to import, and only method fused needs it
+    from scipy.stats import poisson
+
     size = (1, SUPPORT_WINDOW_PX, SUPPORT_WINDOW_PX)
     area = SUPPORT_WINDOW_PX**2
     gross = uniform_filter(np.sum(counts, axis=0, dtype=np.float64), size, mode="constant")
