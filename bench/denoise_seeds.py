@@ -11,7 +11,10 @@ is the gain in dB.
 Usage::
 
     python bench/denoise_seeds.py [--budget fast] [--size 64] [--specimens 0 1 2]
-        [--seeds 8] [--device auto] [--threads 2]
+        [--seeds 8] [--device auto] [--threads 2] [--steps N] [--batch-size N]
+
+``--steps`` and ``--batch-size`` override the budget's, to compare training schedules on
+the same specimens and seeds.
 
 Prints one markdown table: per specimen and element, the raw PSNR, the denoised PSNR's mean
 +- standard deviation (min-max) over the training seeds, and the mean gain.
@@ -46,12 +49,17 @@ def main() -> None:
     parser.add_argument("--counts", type=float, default=800.0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--steps", type=int, default=None, help="instead of the budget's")
+    parser.add_argument("--batch-size", type=int, default=None, help="instead of the budget's")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
     options = deep_options(args.budget).denoise
-    print(f"step a, budget {args.budget} ({options.steps} steps), {args.size}^3, 13 tilts, "
+    options = options.model_copy(update={k: v for k, v in (
+        ("steps", args.steps), ("batch_size", args.batch_size)) if v is not None})
+    print(f"step a, budget {args.budget} ({options.steps} steps of {options.batch_size} views), "
+          f"{args.size}^3, 13 tilts, "
           f"{args.counts:g} counts, training seeds 100-{99 + args.seeds}, device "
           f"{args.device}, torch threads {torch.get_num_threads()}")
     print("| specimen | element | raw counts (ref., dB) | denoised (dB) | gain (dB) |")

@@ -85,9 +85,13 @@ def test_planning_modules_do_not_import_torch():
 
 def test_budget_follows_the_device_and_explicit_counts_win():
     fast, name = DeepOptions().with_budget("cpu")
-    assert name == "fast" and (fast.denoise.steps, fast.enrich.steps) == (120, 60)
+    assert name == "fast" and (fast.denoise.steps, fast.enrich.steps) == (160, 60)
+    assert fast.denoise.batch_size == 4
     full, name = DeepOptions().with_budget("cuda")
     assert name == "full" and (full.mbir.outer, full.final.iterations) == (20, 200)
+    assert full.denoise.batch_size == 8
     mine, name = DeepOptions.model_validate(
-        {"budget": "fast", "enrich": {"steps": 7}}).with_budget("cuda")
-    assert name == "fast" and mine.enrich.steps == 7 and mine.denoise.steps == 120
+        {"budget": "fast", "enrich": {"steps": 7}, "denoise": {"batch_size": 6}}
+    ).with_budget("cuda")
+    assert name == "fast" and mine.enrich.steps == 7 and mine.denoise.steps == 160
+    assert mine.denoise.batch_size == 6

@@ -109,10 +109,11 @@ def run_deep(
     device = resolve_device(device)
     classical = classical or ReconstructOptions(nz=nz)
     options, budget = options.with_budget(device.type)
-    log.info("training budget %r (reconstruct.deep.budget: %s) on %s: denoise %d steps, "
-             "model-based %d x %d, enrichment %d steps, final %d iterations", budget,
-             options.budget, device, options.denoise.steps, options.mbir.outer,
-             options.mbir.inner, options.enrich.steps, options.final.iterations)
+    log.info("training budget %r (reconstruct.deep.budget: %s) on %s: denoise %d steps of "
+             "%d views, model-based %d x %d, enrichment %d steps, final %d iterations", budget,
+             options.budget, device, options.denoise.steps, options.denoise.batch_size,
+             options.mbir.outer, options.mbir.inner, options.enrich.steps,
+             options.final.iterations)
     checked_raw = training_series(extracted, seed) if options.selfcheck else None
     held_out_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / "selfcheck"
 
