@@ -27,10 +27,10 @@ BUDGETS: dict[str, dict[str, dict[str, int]]] = {
 """Training and iteration counts of each budget, by step. ``fast`` runs the demo (64^2 px,
 13 tilts, 5 elements) in a few minutes on 2 CPU cores; ``full`` is the GPU setting.
 
-The fast denoiser takes 160 steps of 4 views: on one CPU thread a step of 4 views of the
-demo took 0.45 of a step of 8, and 160 such steps scored higher than 120 steps of 8 in 0.64
-of the time (projection PSNR, mean of 3 specimens x 2 seeds: In +1.3, P +1.3, Zn +0.3, Se
-+0.4, S +0.3 dB; ``bench/README.md``), where 80 steps of 8 lost up to 2 dB."""
+The fast denoiser takes 160 steps of 4 views: on one CPU thread, 120 steps of 4 views of
+the demo took 0.45 of the time of 120 steps of 8, and 160 steps of 4 scored higher than 120
+of 8 in 0.64 of the time (projection PSNR, mean of 3 specimens x 2 seeds: In +1.3, P +1.3,
+Zn +0.3, Se +0.4, S +0.3 dB; ``bench/README.md``), where 80 steps of 8 lost 0.8-1.4 dB."""
 
 
 def budget_name(budget: str, device_type: str) -> str:
