@@ -62,10 +62,10 @@ import yaml
 
 from edxtomo.deep import denoise_projections, reconstruct_deep
 from edxtomo.io import TiltSeries
+from edxtomo.io.xray import atomic_number
 from edxtomo.metrics import correlation, particle_region, psnr, ssim3d
 from edxtomo.options import DeepOptions, FusedOptions, channel_weights
 from edxtomo.options.deep import MBIR_WEIGHT
-from edxtomo.simulate.acquisition import atomic_number
 from edxtomo.simulate.counts import count_series, phantom_volumes
 from edxtomo.simulate.export import exported_floats
 from edxtomo.tomo import project, sirt

@@ -7,6 +7,8 @@ assertion below compares with the exact expected counts, within Poisson error.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import dask.array as da
 import numpy as np
@@ -68,6 +70,14 @@ def test_fwhm_follows_exspy_law():
     assert xray_fwhm_keV(line_energy_keV("Mn_Ka"), 130.0) == pytest.approx(0.130, abs=1e-9)
     for energy in (0.5, 2.0, 8.6, 11.2, 24.0):
         assert xray_fwhm_keV(energy, 128.0) == pytest.approx(get_FWHM_at_Energy(128.0, energy))
+
+
+def test_element_database_is_exspys_without_importing_exspy():
+    # a fresh interpreter: this one may have imported exspy already
+    code = ("import sys; from edxtomo.io.xray import element_database; "
+            "table = element_database().as_dictionary(); assert 'exspy' not in sys.modules; "
+            "from exspy.material import elements; assert table == elements.as_dictionary()")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_default_lines_of_quantum_dots():

@@ -14,10 +14,10 @@ from scipy.ndimage import distance_transform_edt
 from edxtomo.deep.pipeline import reconstruct_deep
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import TiltSeries
+from edxtomo.io.xray import atomic_number
 from edxtomo.metrics import particle_region, psnr
 from edxtomo.options import DeepOptions, FusedOptions, ReconstructOptions
 from edxtomo.report import plot_haadf_model
-from edxtomo.simulate.acquisition import atomic_number
 from edxtomo.simulate.phantoms import voxelize
 from edxtomo.simulate.placement import build_specimen
 from edxtomo.simulate.support import saturate_haadf, support_densities

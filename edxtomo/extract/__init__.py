@@ -5,7 +5,7 @@ rosettasciio reads) becomes one image per element of a :class:`~edxtomo.io.TiltS
 the gross counts in each element's integration window plus a background model
 (``method="windows"``), or net counts unmixed by an EDS-model fit (``method="model"``).
 
-- :mod:`~edxtomo.extract.lines`: exspy's X-ray line table, the detector FWHM, integration
+- :mod:`~edxtomo.extract.lines`: exspy's X-ray line table, integration
   windows and the default line of each element.
 - :mod:`~edxtomo.extract.windows`: background windows and the plan of lines and windows
   (:class:`LineWindows`), keV windows as channel ranges.
@@ -24,7 +24,6 @@ the gross counts in each element's integration window plus a background model
 
 from edxtomo.extract.background import background_maps, smooth_continuum, window_background
 from edxtomo.extract.lines import (
-    MN_KA_KEV,
     OVERLAP_WEIGHT,
     PREFERRED_MAX_KEV,
     PRINCIPAL_LINES,
@@ -35,7 +34,6 @@ from edxtomo.extract.lines import (
     line_energy_keV,
     overlapping_lines,
     usable_range_keV,
-    xray_fwhm_keV,
     xray_line_table,
 )
 from edxtomo.extract.model import (
@@ -79,6 +77,7 @@ from edxtomo.extract.windows import (
     plan_lines,
     split_ranges,
 )
+from edxtomo.io.xray import MN_KA_KEV, xray_fwhm_keV
 
 __all__ = [
     "extract_sample",

@@ -1,4 +1,4 @@
-"""X-ray lines: exspy's line table, detector FWHM, integration windows and line choice.
+"""X-ray lines: exspy's line table, integration windows and line choice.
 
 X-ray lines
     One line per element (:func:`choose_line`): among the element's principal lines (Ka,
@@ -17,10 +17,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-import numpy as np
-
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import Acquisition
+from edxtomo.io.xray import element_database, xray_fwhm_keV
 
 #: The detector's zero-energy (noise) peak reaches ~0.15 keV on real Velox data; no window
 #: goes below this energy.
@@ -32,7 +31,6 @@ PRINCIPAL_LINES = ("Ka", "La", "Ma")
 #: Lines at least this strong (relative to the main line of their family) count as
 #: overlaps when choosing a line.
 OVERLAP_WEIGHT = 0.1
-MN_KA_KEV = 5.8987
 
 
 def element_lines(element: str) -> dict[str, tuple[float, float]]:
@@ -49,8 +47,7 @@ def element_lines(element: str) -> dict[str, tuple[float, float]]:
     EdxtomoInputError
         An unknown element symbol.
     """
-    from exspy.material import elements as database
-
+    database = element_database()
     try:
         lines = database[element].Atomic_properties.Xray_lines.as_dictionary()
     except (AttributeError, KeyError):
@@ -70,8 +67,7 @@ def xray_line_table(min_weight: float = 0.0) -> tuple[tuple[str, float], ...]:
     tuple of (str, float)
         Line name (``"Cu_Ka"``) and energy in keV, for every element of the database.
     """
-    from exspy.material import elements as database
-
+    database = element_database()
     table = []
     for element, properties in database.as_dictionary().items():
         lines = properties.get("Atomic_properties", {}).get("Xray_lines", {}) if isinstance(
@@ -89,15 +85,6 @@ def line_energy_keV(line: str) -> float:
         known = ", ".join(sorted(lines))
         raise EdxtomoInputError(f"{line!r} is not an X-ray line of {element} (known: {known})")
     return lines[line][0]
-
-
-def xray_fwhm_keV(energy_keV: float | np.ndarray, resolution_mnka_eV: float) -> np.ndarray:
-    """Detector FWHM in keV at an energy, from the FWHM at Mn Ka (Fiori and Newbury).
-
-    ``FWHM(E)^2 = FWHM(Mn Ka)^2 + 2.5 eV * (E - E(Mn Ka))`` in eV, exspy's law.
-    """
-    variance_eV2 = resolution_mnka_eV**2 + 2.5 * (np.asarray(energy_keV) - MN_KA_KEV) * 1e3
-    return np.sqrt(np.maximum(variance_eV2, 1.0)) / 1e3
 
 
 def integration_window_keV(

@@ -41,6 +41,7 @@ import numpy as np
 from scipy import ndimage, special
 
 from edxtomo.errors import EdxtomoInputError
+from edxtomo.io.xray import atomic_number, element_database, xray_fwhm_keV
 from edxtomo.simulate.velox import XrayEvents
 
 log = logging.getLogger(__name__)
@@ -50,15 +51,6 @@ HAADF_Z_EXPONENT = 1.7
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 # A line contributes while its Gaussian reaches the spectrum within this many sigma.
 LINE_REACH_SIGMA = 6.0
-
-
-def atomic_number(element: str) -> int:
-    """Atomic number from exspy's element database."""
-    from exspy.material import elements as database
-
-    if element not in database:
-        raise EdxtomoInputError(f"unknown element symbol {element!r}")
-    return int(database[element]["General_properties"]["Z"])
 
 
 @dataclass(frozen=True)
@@ -113,13 +105,6 @@ def detector_efficiency(energy_kev, window_cutoff_kev: float, thickness_cutoff_k
     crystal = -np.expm1(-((thickness_cutoff_kev / safe) ** 3))
     eff = window * crystal
     return np.where(e > 0, eff, 0.0)
-
-
-def fwhm_kev(energy_kev: float, resolution_mnka_ev: float) -> float:
-    """Detector FWHM (keV) at an energy, from exspy's Fiori-Newbury law (130 eV at Mn Ka)."""
-    from exspy._misc.eds.utils import get_FWHM_at_Energy
-
-    return float(get_FWHM_at_Energy(resolution_mnka_ev, energy_kev))
 
 
 @dataclass(frozen=True)
@@ -247,8 +232,7 @@ def xray_lines(elements: Sequence[str], acq: Acquisition) -> list[XrayLine]:
     EdxtomoInputError
         When an element has no cross-section or no line inside the spectrum.
     """
-    from exspy.material import elements as database
-
+    database = element_database()
     axis = acq.energy_axis
     lo, hi = axis.range_kev
     lines: list[XrayLine] = []
@@ -265,7 +249,7 @@ def xray_lines(elements: Sequence[str], acq: Acquisition) -> list[XrayLine]:
             if sigma_main is None:
                 continue
             energy = float(props["energy (keV)"])
-            width = fwhm_kev(energy, acq.energy_resolution_mnka_ev)
+            width = float(xray_fwhm_keV(energy, acq.energy_resolution_mnka_ev))
             reach = LINE_REACH_SIGMA * width * FWHM_TO_SIGMA
             if energy + reach < lo or energy - reach > hi:
                 continue

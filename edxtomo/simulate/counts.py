@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from edxtomo.io import HAADF, TiltSeries
-from edxtomo.simulate.acquisition import HAADF_Z_EXPONENT, atomic_number
+from edxtomo.io.xray import atomic_number
+from edxtomo.simulate.acquisition import HAADF_Z_EXPONENT
 from edxtomo.simulate.phantoms import voxelize
 from edxtomo.simulate.placement import build_specimen
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import HAADF, TiltSeries, write_volume
+from edxtomo.io.xray import atomic_number, element_database
 from edxtomo.options import ReconstructOptions, channel_weights
 from edxtomo.options.base import with_chosen_weights
 from edxtomo.options.reconstruct import TV_WEIGHT
@@ -298,9 +299,7 @@ def _elements_only(series: TiltSeries) -> TiltSeries:
 
 def atomic_numbers(elements: list[str]) -> list[int]:
     """Atomic numbers from exspy's element database."""
-    from exspy.material import elements as database
-
-    unknown = [e for e in elements if e not in database]
+    unknown = [e for e in elements if e not in element_database()]
     if unknown:
         raise EdxtomoInputError(f"method fused: no atomic number for channels {unknown}")
-    return [int(database[e]["General_properties"]["Z"]) for e in elements]
+    return [atomic_number(e) for e in elements]
