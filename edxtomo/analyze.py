@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edxtomo.io import HAADF, atomic_path, write_labels
+from edxtomo.io import HAADF, atomic_path, replicate_folders, write_labels
 from edxtomo.options import AnalyzeOptions
 from edxtomo.particles import Segmentation, load_specimen, segment_particles
 from edxtomo.thickness import (
@@ -25,7 +25,6 @@ from edxtomo.thickness import (
     ray_step_deg,
     stack_shell_maps,
 )
-from edxtomo.uncertainty import replicate_folders
 
 log = logging.getLogger(__name__)
 

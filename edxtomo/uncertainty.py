@@ -43,7 +43,7 @@ import pandas as pd
 
 from edxtomo.align import apply_to_series
 from edxtomo.errors import EdxtomoInputError
-from edxtomo.io import TiltSeries, write_volume
+from edxtomo.io import REPLICATE_FOLDER, TiltSeries, write_volume
 from edxtomo.options import ReconstructOptions
 from edxtomo.options.base import with_chosen_weights
 from edxtomo.thickness import jackknife_se
@@ -228,16 +228,8 @@ def write_replicates(
             "replicates": len(replicates)}
     for k, volumes in enumerate(replicates):
         for name, volume in volumes.items():
-            write_volume(out / f"replicate_{k}" / f"{name}.tif", volume, voxel_size_nm, name,
-                         meta | {"left_out_group": k})
+            write_volume(out / REPLICATE_FOLDER.format(k=k) / f"{name}.tif", volume,
+                         voxel_size_nm, name, meta | {"left_out_group": k})
     for name, sd in sd_volumes(replicates).items():
         write_volume(out / f"{name}_sd.tif", sd, voxel_size_nm, f"{name} sd", meta)
 
-
-def replicate_folders(directory: str | Path) -> list[Path]:
-    """The ``replicate_{k}`` folders written by :func:`write_replicates`, in order of ``k``."""
-    folders = sorted(Path(directory).glob("replicate_*"), key=lambda p: int(p.name.split("_")[1]))
-    if len(folders) < 2:
-        raise EdxtomoInputError(f"{directory}: need at least 2 replicate_* folders, "
-                                f"found {len(folders)}")
-    return folders

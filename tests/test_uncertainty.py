@@ -117,8 +117,8 @@ def test_replicate_volumes_and_sd_volumes():
 
 
 def test_write_replicates_and_read_them_back(tmp_path):
-    from edxtomo.io import read_volume_folder
-    from edxtomo.uncertainty import replicate_folders, write_replicates
+    from edxtomo.io import read_volume_folder, replicate_folders
+    from edxtomo.uncertainty import write_replicates
 
     rng = np.random.default_rng(5)
     replicates = [{"Zn": rng.random((4, 5, 6), dtype=np.float32)} for _ in range(3)]

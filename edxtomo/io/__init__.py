@@ -12,6 +12,8 @@
   (:class:`Acquisition`) from its metadata alone, fast enough to run at planning time.
 - :mod:`~edxtomo.io.angles`: the ``.rawtlt`` reader and :func:`check_angles`.
 - :mod:`~edxtomo.io.maps`: the maps route, ready element stacks plus their angles.
+- :mod:`~edxtomo.io.xray`: exspy's element database (read without exspy's models) and the
+  detector's FWHM law.
 
 The package imports numpy only; HyperSpy, rosettasciio and tifffile are imported by the
 functions that need them. It imports nothing from the stages above it.
@@ -31,10 +33,12 @@ from edxtomo.io.raw import (
 from edxtomo.io.series import FRAME_AXIS_NAME, HAADF, TILT_AXIS_NAME, TiltSeries
 from edxtomo.io.stacks import (
     BACKGROUND_DIR,
+    REPLICATE_FOLDER,
     load_tilt_series,
     read_stack,
     read_volume,
     read_volume_folder,
+    replicate_folders,
     save_tilt_series,
     write_labels,
     write_stack,
@@ -46,6 +50,7 @@ __all__ = [
     "DEFAULT_RESOLUTION_MNKA_EV",
     "FRAME_AXIS_NAME",
     "HAADF",
+    "REPLICATE_FOLDER",
     "SPECTRUM_IMAGE_CHUNK",
     "TILT_AXIS_NAME",
     "Acquisition",
@@ -63,6 +68,7 @@ __all__ = [
     "read_stack",
     "read_volume",
     "read_volume_folder",
+    "replicate_folders",
     "save_tilt_series",
     "write_labels",
     "write_stack",

@@ -291,6 +291,26 @@ def read_volume_folder(directory: str | os.PathLike) -> tuple[dict[str, np.ndarr
     return volumes, voxel_sizes[first]
 
 
+REPLICATE_FOLDER = "replicate_{k}"
+"""Folder of count-split replicate ``k`` (a reconstruction folder) in a replicates folder."""
+
+
+def replicate_folders(directory: str | os.PathLike) -> list[Path]:
+    """The :data:`REPLICATE_FOLDER` folders of a replicates folder, in order of ``k``.
+
+    Raises
+    ------
+    EdxtomoInputError
+        Fewer than 2 replicates: no interval can be estimated from them.
+    """
+    folders = sorted(Path(directory).glob(REPLICATE_FOLDER.format(k="*")),
+                     key=lambda p: int(p.name.rpartition("_")[2]))
+    if len(folders) < 2:
+        raise EdxtomoInputError(f"{directory}: need at least 2 replicate_* folders, "
+                                f"found {len(folders)}")
+    return folders
+
+
 def _save_hspy(signal, path: str | os.PathLike) -> None:
     """Save ``signal`` as ``.hspy`` without HyperSpy's save timestamp.
 
