@@ -7,7 +7,7 @@ rule align:
         "logs/align/{sample}.log",
     conda:
         "../envs/recon.yaml"
-    threads: 2
+    threads: 1  # as reconstruct (rules/reconstruct.smk)
     resources:
         gpu=torch_gpus,
     params:

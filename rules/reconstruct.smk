@@ -11,7 +11,11 @@ rule reconstruct:
         method="sirt|fbp|tv|fused",
     conda:
         "../envs/recon.yaml"
-    threads: 2
+    # One thread, as align and replicates: a workflow has many such jobs side by side
+    # (methods, replicates, samples), and at the demo's size a second thread gave tv 1.55
+    # cores and sirt 1.14 (bench/README.md). For a few large fields on a CPU, raise it
+    # with `--set-threads reconstruct=4`.
+    threads: 1
     resources:
         gpu=torch_gpus,
     params:

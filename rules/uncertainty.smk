@@ -12,7 +12,7 @@ rule replicates:
         "logs/replicates/{sample}_{method}.log",
     conda:
         "../envs/gpu.yaml"
-    threads: 2
+    threads: 1  # as reconstruct (rules/reconstruct.smk)
     resources:
         gpu=torch_gpus,
     params:
