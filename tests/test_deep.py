@@ -28,7 +28,6 @@ from edxtomo.deep import (
     write_deep_run,
 )
 from edxtomo.deep.pairs import split_counts, split_frames
-from edxtomo.deep.run import side_by_side
 from edxtomo.deep.unet import DenoiserNet
 from edxtomo.errors import ConfigError, EdxtomoInputError
 from edxtomo.io import TiltSeries
@@ -41,6 +40,7 @@ from edxtomo.options import (
     parse_options,
 )
 from edxtomo.tomo import project, sirt
+from edxtomo.tomo.device import side_by_side
 from edxtomo.tomo.tv import tv_kl
 
 ANGLES = np.linspace(-60, 60, 13)
@@ -495,6 +495,14 @@ def test_trainings_side_by_side_share_the_torch_threads():
     assert seen[0][0] != seen[1][0] and [n for _, n in seen] == [1, 1]
     assert side_by_side(torch.device("cpu"), lambda: threading.get_ident()) == [
         threading.get_ident()]
+    # more tasks than threads: as many workers as threads, the results in task order
+    torch.set_num_threads(2)
+    try:
+        assert side_by_side(torch.device("cpu"), *[lambda k=k: (k, torch.get_num_threads())
+                                                   for k in range(5)]) == [
+            (k, 1) for k in range(5)]
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_selfcheck_beside_the_full_run_equals_one_after_the_other():

@@ -8,17 +8,14 @@ b-d. model-based reconstruction, view enrichment and the final reconstruction
    (:func:`~edxtomo.deep.pipeline.reconstruct_deep`);
 e. the self-check (:mod:`edxtomo.deep.selfcheck`): a-d and ``tv`` again on half of the
    counts, each scored on the other half (``reconstruct.deep.selfcheck``). Its step a trains
-   beside the full run's (:func:`side_by_side`).
+   beside the full run's (:func:`~edxtomo.tomo.device.side_by_side`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -31,11 +28,10 @@ from edxtomo.deep.selfcheck import run_selfcheck, training_series, write_selfche
 from edxtomo.io import HAADF, TiltSeries, atomic_path, write_stack, write_volume
 from edxtomo.options import DeepOptions, FusedOptions, ReconstructOptions
 from edxtomo.options.base import with_chosen_weights
-from edxtomo.tomo.device import resolve_device
+from edxtomo.tomo.device import resolve_device, side_by_side
 from edxtomo.tomo.weights import write_weights
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass
@@ -148,33 +144,6 @@ def run_deep(
             classical, seed=seed, device=device)
     return DeepRun(denoised, result, np.asarray(aligned.angles_deg), aligned.pixel_size_nm,
                    selfcheck)
-
-
-def side_by_side(device: torch.device, *tasks: Callable[[], T]) -> list[T]:
-    """Run independent trainings; on the CPU in parallel threads that share the torch threads.
-
-    The denoisers' grouped convolutions gain little from a second torch thread, two
-    trainings on one thread each much more: the demo's two step-a trainings took 115 s side
-    by side on the 2-core VM, against 90 + 74 s one after the other on 2 threads. On a GPU
-    they run one after the other, since each sizes its inference tiles from the free device
-    memory.
-    """
-    threads = torch.get_num_threads()
-    per_task = threads // len(tasks)
-    if device.type != "cpu" or per_task < 1 or len(tasks) < 2:
-        return [task() for task in tasks]
-
-    def limited(task: Callable[[], T]) -> T:
-        torch.set_num_threads(per_task)
-        return task()
-
-    torch.set_num_threads(per_task)
-    try:
-        with ThreadPoolExecutor(len(tasks)) as pool:
-            futures = [pool.submit(limited, task) for task in tasks]
-            return [future.result() for future in futures]
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _steps_b_to_d(denoised: DenoiseResult, raw_angles_deg: np.ndarray, aligned: TiltSeries,

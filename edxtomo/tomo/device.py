@@ -5,6 +5,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import torch
 
@@ -13,6 +16,7 @@ from edxtomo.errors import EdxtomoInputError
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
+T = TypeVar("T")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -75,3 +79,42 @@ def available_bytes(device: torch.device) -> int:
     except ImportError:  # free pages only: an underestimate that ignores reclaimable cache
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     return int(psutil.virtual_memory().available)
+
+
+def side_by_side(device: torch.device, *tasks: Callable[[], T]) -> list[T]:
+    """Run independent tasks; on the CPU in parallel threads that share the torch threads.
+
+    Small convolutions and reconstructions gain little from a second torch thread, two
+    tasks on one thread each much more: the demo's two step-a trainings took 115 s side by
+    side on the 2-core VM, against 90 + 74 s one after the other on 2 threads. On a GPU
+    they run one after the other, since each sizes its tiles and slabs from the free device
+    memory.
+
+    Parameters
+    ----------
+    device : torch.device
+    *tasks : callable
+        Each ``() -> T``; they must not depend on each other.
+
+    Returns
+    -------
+    list
+        The tasks' results, in order.
+    """
+    threads = torch.get_num_threads()
+    workers = min(len(tasks), threads)
+    if device.type != "cpu" or workers < 2:
+        return [task() for task in tasks]
+    per_task = threads // workers
+
+    def limited(task: Callable[[], T]) -> T:
+        torch.set_num_threads(per_task)
+        return task()
+
+    torch.set_num_threads(per_task)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(limited, task) for task in tasks]
+            return [future.result() for future in futures]
+    finally:
+        torch.set_num_threads(threads)

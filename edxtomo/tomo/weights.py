@@ -51,6 +51,7 @@ still at the edge after that is kept and logged as a warning.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ import torch
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import atomic_path
 from edxtomo.tomo.counts import count_groups, poisson_deviance
+from edxtomo.tomo.device import resolve_device, side_by_side
 from edxtomo.tomo.grid_search import (
     BAND_ROWS,
     extended_search,
@@ -245,7 +247,8 @@ def weights_by_left_out_tilts(
         Reconstruct and score only this many consecutive y rows (along the tilt axis), the
         band that holds the most signal (:func:`signal_band`); None: every row.
     device : str or torch.device
-        For the reprojection.
+        For the reprojection. On the CPU the folds run side by side, sharing the torch
+        threads (:func:`~edxtomo.tomo.device.side_by_side`): ``solve`` must be thread safe.
 
     Returns
     -------
@@ -266,20 +269,22 @@ def weights_by_left_out_tilts(
     c = len(channels)
     norm = np.maximum(ramp_norm(views).reshape(c, 1), 1e-30)
 
-    def evaluate(weights: np.ndarray) -> np.ndarray:
+    dev = resolve_device(device)
+
+    def fold_scores(k: int, weights: np.ndarray) -> np.ndarray:
         n_w = len(weights)
-        scores = np.zeros((c, n_w))
-        for k in range(folds):
-            out = np.zeros(n_tilt, bool)
-            out[k::folds] = True
-            # the data term sums over views: each candidate as it weighs against n_tilt views
-            fold_weights = np.tile(weights, c) * (n_tilt - out.sum()) / n_tilt
-            volumes = solve(np.repeat(views[:, ~out], n_w, axis=0), angles_deg[~out],
-                            fold_weights)
-            predicted = np.asarray(project(volumes, angles_deg[out], device=device))
-            scores += ramp_norm(predicted - np.repeat(views[:, out], n_w, axis=0)
-                                ).reshape(c, n_w)
-        return scores / norm
+        out = np.zeros(n_tilt, bool)
+        out[k::folds] = True
+        # the data term sums over views: each candidate as it weighs against n_tilt views
+        fold_weights = np.tile(weights, c) * (n_tilt - out.sum()) / n_tilt
+        volumes = solve(np.repeat(views[:, ~out], n_w, axis=0), angles_deg[~out], fold_weights)
+        predicted = np.asarray(project(volumes, angles_deg[out], device=dev))
+        return ramp_norm(predicted - np.repeat(views[:, out], n_w, axis=0)).reshape(c, n_w)
+
+    def evaluate(weights: np.ndarray) -> np.ndarray:
+        folds_scores = side_by_side(dev, *[functools.partial(fold_scores, k, weights)
+                                           for k in range(folds)])
+        return np.sum(folds_scores, axis=0) / norm
 
     grid, scores = extended_search(evaluate, grid)
     choices = [refine_minimum(grid, row) for row in scores]
