@@ -26,9 +26,11 @@ log = logging.getLogger(__name__)
 FIGURE_DPI = 120
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
+def _save(fig: plt.Figure, path: str | os.PathLike, bbox_inches: str | None = "tight") -> None:
+    """Write the PNG and close the figure; ``bbox_inches="tight"`` (an extra drawing pass)
+    keeps legends placed outside the axes."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=FIGURE_DPI, bbox_inches="tight")
+        fig.savefig(tmp, dpi=FIGURE_DPI, bbox_inches=bbox_inches)
     plt.close(fig)
 
 
@@ -90,7 +92,10 @@ def plot_orthoslices(
     """
     names = list(volumes)
     planes = densest_planes(volumes)
-    fig, axes = plt.subplots(len(names), 3, figsize=(9, 3 * len(names)), squeeze=False)
+    # the rows share each column's x axis, labelled once at the bottom: fewer labels to lay
+    # out, and tight_layout leaves nothing outside the figure (no tight bounding box)
+    fig, axes = plt.subplots(len(names), 3, figsize=(9, 3 * len(names)), squeeze=False,
+                             sharex="col")
     label_slices = orthogonal_slices(outlines, planes) if outlines is not None else None
     for row, name in enumerate(names):
         slices = orthogonal_slices(volumes[name], planes)
@@ -104,13 +109,14 @@ def plot_orthoslices(
                            linewidths=0.6, extent=(extent[0], extent[1], extent[3], extent[2]),
                            origin="upper")
             ax.set_title(f"{name} {plane}", fontsize=9)
-            ax.set_xlabel(f"{plane[0]} (nm)", fontsize=8)
+            if row == len(names) - 1:
+                ax.set_xlabel(f"{plane[0]} (nm)", fontsize=8)
             ax.set_ylabel(f"{plane[1]} (nm)" if plane == "xy" else "z (nm)", fontsize=8)
             ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(f"{title} (planes z={planes[0]}, y={planes[1]}, x={planes[2]})", y=1.0)
     fig.tight_layout()
-    _save(fig, path)
+    _save(fig, path, bbox_inches=None)
 
 
 def plot_thickness_distributions(particles: pd.DataFrame, path: str | os.PathLike) -> None:
