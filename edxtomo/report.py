@@ -18,8 +18,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from edxtomo.io import atomic_path  # noqa: E402
-from edxtomo.statistics import mean_interval  # noqa: E402
-from edxtomo.thickness import FLAG_OK  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +133,10 @@ def plot_thickness_distributions(particles: pd.DataFrame, path: str | os.PathLik
     path : path-like
         Output PNG.
     """
+    # imported here: scipy.stats and the thickness package cost every other figure job 0.6 s
+    from edxtomo.statistics import mean_interval
+    from edxtomo.thickness import FLAG_OK
+
     ok = particles["flag"] == FLAG_OK
     usable = particles[ok & np.isfinite(particles["thickness_mean_nm"].astype(float))]
     if usable.empty:
