@@ -19,6 +19,7 @@ from edxtomo.errors import EdxtomoInputError
 from edxtomo.extract import extract_tilt_series
 from edxtomo.io import (
     load_maps_series,
+    read_header,
     read_rawtlt,
     read_stack,
     write_stack,
@@ -87,6 +88,22 @@ def test_velox_frames_add_up(velox_series):
         assert framed.channels[element].shape == (1, 2, 16, 16)
         np.testing.assert_array_equal(framed.channels[element][0], naive[element])
         np.testing.assert_array_equal(framed.summed(element), series.channels[element])
+
+
+def test_velox_lazy_read_equals_the_read_at_once(velox_series, monkeypatch):
+    # a file above EAGER_READ_MAX_BYTES is read lazily (dask over sparse): the same counts
+    import edxtomo.extract.series as series_module
+
+    path, series, summed = velox_series
+    assert series_module.dense_bytes(read_header(path), True) <= series_module.EAGER_READ_MAX_BYTES
+    framed, _ = extract_tilt_series([path], ExtractOptions(keep_frames=True))
+    monkeypatch.setattr(series_module, "EAGER_READ_MAX_BYTES", 0)
+    lazy, lazy_summed = extract_tilt_series([path])
+    lazy_framed, _ = extract_tilt_series([path], ExtractOptions(keep_frames=True))
+    for element in series.elements:
+        np.testing.assert_array_equal(lazy.channels[element], series.channels[element])
+        np.testing.assert_array_equal(lazy_framed.channels[element], framed.channels[element])
+    np.testing.assert_array_equal(lazy_summed.counts, summed.counts)
 
 
 def test_velox_empty_element_selection():

@@ -1,6 +1,6 @@
 """Raw acquisitions: spectrum images and HAADF images read through rosettasciio.
 
-One file at a time, lazily: :func:`read_spectrum_image` gives the EDS spectrum image of a
+One file at a time: :func:`read_spectrum_image` gives the EDS spectrum image of a
 Velox ``.emd``, Bruker ``.bcf`` or any format rosettasciio reads, :func:`read_haadf` its
 HAADF image; :func:`~edxtomo.io.header.read_header` its calibration. :func:`check_raw_file`
 checks the format by content before any reader sees the file. Every read error is an
@@ -138,11 +138,13 @@ def _load_raw(path: Path, lazy: bool, **options: Any) -> list:
     return signals if isinstance(signals, list) else [signals]
 
 
-def read_spectrum_image(path: str | os.PathLike, *, keep_frames: bool = False) -> list:
-    """Read the EDS spectrum image of one raw file lazily, one signal per EDS detector.
+def read_spectrum_image(path: str | os.PathLike, *, keep_frames: bool = False,
+                        lazy: bool = True) -> list:
+    """Read the EDS spectrum image of one raw file, one signal per EDS detector.
 
     Velox files give one signal per detector (sum them: counts add); other formats give one.
-    Nothing dense is built here: Velox streams come as dask arrays over sparse arrays.
+    Read lazily, nothing dense is built here: Velox streams come as dask arrays over sparse
+    arrays.
 
     Parameters
     ----------
@@ -150,10 +152,13 @@ def read_spectrum_image(path: str | os.PathLike, *, keep_frames: bool = False) -
         A raw file that rosettasciio reads (Velox ``.emd``, Bruker ``.bcf``, ...).
     keep_frames : bool
         Keep the frames of a Velox acquisition as a leading navigation axis.
+    lazy : bool
+        False reads the dense arrays at once, for small files: the lazy Velox reader's
+        sparse indexing is compiled just in time, about 5 s in every process that reads.
 
     Returns
     -------
-    list of LazyEDSSpectrum
+    list of EDSSpectrum (LazyEDSSpectrum when ``lazy``)
         Each with data ``(ny, nx, n_channel)``, or ``(n_frame, ny, nx, n_channel)`` with
         frames kept, and identical axes.
 
@@ -168,7 +173,7 @@ def read_spectrum_image(path: str | os.PathLike, *, keep_frames: bool = False) -
     if _extension(path) == "emd":
         options["sum_frames"] = not keep_frames
     found = [
-        s for s in _load_raw(path, lazy=True, **options)
+        s for s in _load_raw(path, lazy=lazy, **options)
         if _is_eds_spectrum_image(str(s.metadata.get_item("Signal.signal_type", "")),
                                   s.axes_manager.signal_dimension,
                                   s.axes_manager.navigation_dimension)
