@@ -1,11 +1,12 @@
 """Reducing one spectrum image to window counts per pixel and one summed spectrum.
 
 Memory
-    Each file is read lazily, one at a time, and reduced at once to a few numbers per pixel
-    (the counts in each energy window) and one spectrum. A Velox spectrum stream is held as
-    a sparse array of its counts and reduced in O(counts log counts), whatever the number of
-    windows; other formats are reduced chunk
-    by chunk through dask. No dense spectrum image, and no stack of them, is ever built.
+    Each file is read one at a time and reduced at once to a few numbers per pixel (the
+    counts in each energy window) and one spectrum. Read lazily (every file above
+    :data:`~edxtomo.extract.series.EAGER_READ_MAX_BYTES` dense), a Velox spectrum stream is
+    held as a sparse array of its counts and reduced in O(counts log counts), whatever the
+    number of windows, and other formats are reduced chunk by chunk through dask: no large
+    dense spectrum image, and no stack of them, is ever built.
 """
 
 from __future__ import annotations
