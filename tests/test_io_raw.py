@@ -95,7 +95,7 @@ def test_velox_lazy_read_equals_the_read_at_once(velox_series, monkeypatch):
     import edxtomo.extract.series as series_module
 
     path, series, summed = velox_series
-    assert series_module.dense_bytes(read_header(path), True) <= series_module.EAGER_READ_MAX_BYTES
+    assert read_header(path).dense_bytes(keep_frames=True) <= series_module.EAGER_READ_MAX_BYTES
     framed, _ = extract_tilt_series([path], ExtractOptions(keep_frames=True))
     monkeypatch.setattr(series_module, "EAGER_READ_MAX_BYTES", 0)
     lazy, lazy_summed = extract_tilt_series([path])

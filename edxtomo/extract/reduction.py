@@ -3,7 +3,7 @@
 Memory
     Each file is read one at a time and reduced at once to a few numbers per pixel (the
     counts in each energy window) and one spectrum. Read lazily (every file above
-    :data:`~edxtomo.extract.series.EAGER_READ_MAX_BYTES` dense), a Velox spectrum stream is
+    :data:`~edxtomo.io.raw.EAGER_READ_MAX_BYTES` dense), a Velox spectrum stream is
     held as a sparse array of its counts and reduced in O(counts log counts), whatever the
     number of windows, and other formats are reduced chunk by chunk through dask: no large
     dense spectrum image, and no stack of them, is ever built.

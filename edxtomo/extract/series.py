@@ -50,6 +50,7 @@ from edxtomo.extract.windows import (
     split_ranges,
 )
 from edxtomo.io import (
+    EAGER_READ_MAX_BYTES,
     HAADF,
     Acquisition,
     TiltSeries,
@@ -61,10 +62,6 @@ from edxtomo.options import ExtractOptions, parse_options
 
 log = logging.getLogger(__name__)
 
-#: Files whose spectrum images take at most this much dense (:func:`dense_bytes`) are read
-#: at once: the lazy reader compiles its sparse indexing just in time, about 5 s in every
-#: extract job, where a demo-size file (64^2 px, 1024 channels, 4 detectors) reads in 0.2 s.
-EAGER_READ_MAX_BYTES = 256 * 2**20
 #: Largest continuum piece, in FWHM of the detector at its energy: a background window
 #: trimmed around a peak loses at most this much more than the trim itself.
 CONTINUUM_PIECE_FWHM = 1.0
@@ -251,20 +248,12 @@ def _reduce_tilt(
                  read_haadf(path))
 
 
-def dense_bytes(acquisition: Acquisition, keep_frames: bool) -> int:
-    """Bytes of a file's spectrum images read dense: every detector, 8 bytes a channel
-    (an upper bound; Velox streams read as 2)."""
-    frames = (acquisition.n_frame or 1) if keep_frames else 1
-    detectors = max(len(acquisition.detectors), 1)
-    return 8 * frames * detectors * int(np.prod(acquisition.image_shape)) * acquisition.n_channel
-
-
 def _read_tilts(acquisitions: Sequence[Acquisition], windows: _Windows,
                 keep_frames: bool) -> list[_Tilt]:
     """Read and reduce every file in turn; small files at once, large ones lazily."""
     tilts = []
     for acquisition in tqdm(acquisitions, desc="extract", unit="tilt"):
-        lazy = dense_bytes(acquisition, keep_frames) > EAGER_READ_MAX_BYTES
+        lazy = acquisition.dense_bytes(keep_frames) > EAGER_READ_MAX_BYTES
         detectors = read_spectrum_image(acquisition.path, keep_frames=keep_frames, lazy=lazy)
         tilts.append(_reduce_tilt(detectors, acquisition, windows, keep_frames))
         del detectors

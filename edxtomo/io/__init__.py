@@ -24,6 +24,7 @@ from edxtomo.io.atomic import atomic_path
 from edxtomo.io.header import DEFAULT_RESOLUTION_MNKA_EV, Acquisition, read_header
 from edxtomo.io.maps import load_maps_series
 from edxtomo.io.raw import (
+    EAGER_READ_MAX_BYTES,
     SPECTRUM_IMAGE_CHUNK,
     check_raw_file,
     pixel_size_nm_of,
@@ -47,6 +48,7 @@ from edxtomo.io.stacks import (
 
 __all__ = [
     "BACKGROUND_DIR",
+    "EAGER_READ_MAX_BYTES",
     "DEFAULT_RESOLUTION_MNKA_EV",
     "FRAME_AXIS_NAME",
     "HAADF",

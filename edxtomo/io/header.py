@@ -98,6 +98,13 @@ class Acquisition:
         """Energy of each channel in keV, shape ``(n_channel,)``."""
         return self.energy_offset_keV + self.energy_scale_keV * np.arange(self.n_channel)
 
+    def dense_bytes(self, keep_frames: bool) -> int:
+        """Bytes of the file's spectrum images read dense: every detector, 8 bytes a channel
+        (an upper bound; Velox streams read as 2)."""
+        frames = (self.n_frame or 1) if keep_frames else 1
+        n_detector = max(len(self.detectors), 1)
+        return 8 * frames * n_detector * int(np.prod(self.image_shape)) * self.n_channel
+
 
 def read_header(path: str | os.PathLike) -> Acquisition:
     """Read the calibration of a raw spectrum-image file without reading its counts.
