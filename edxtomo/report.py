@@ -66,6 +66,22 @@ def orthogonal_slices(volume: np.ndarray, planes: tuple[int, int, int]) -> dict[
     return {"xy": volume[z], "xz": volume[:, y, :], "yz": volume[:, :, x]}
 
 
+def draw_outline(ax: plt.Axes, mask: np.ndarray, voxel_size_nm: float):
+    """The boundary of a 2D ``mask`` ``(rows, cols)`` on an image drawn by ``imshow`` with
+    the extent ``(0, cols, rows, 0)`` x the voxel size: row ``i`` at ``(i + 0.5)`` voxels
+    from the top, as ``imshow`` puts it.
+
+    Returns
+    -------
+    matplotlib.contour.QuadContourSet
+    """
+    rows, cols = mask.shape
+    x_nm = (np.arange(cols) + 0.5) * voxel_size_nm
+    y_nm = (np.arange(rows) + 0.5) * voxel_size_nm
+    return ax.contour(x_nm, y_nm, mask.astype(float), levels=[0.5], colors="cyan",
+                      linewidths=0.6)
+
+
 def plot_orthoslices(
     volumes: Mapping[str, np.ndarray],
     voxel_size_nm: float,
@@ -103,9 +119,7 @@ def plot_orthoslices(
             extent = (0, image.shape[1] * voxel_size_nm, image.shape[0] * voxel_size_nm, 0)
             ax.imshow(image, cmap="magma", vmin=low, vmax=high, extent=extent)
             if label_slices is not None:
-                ax.contour(label_slices[plane] > 0, levels=[0.5], colors="cyan",
-                           linewidths=0.6, extent=(extent[0], extent[1], extent[3], extent[2]),
-                           origin="upper")
+                draw_outline(ax, label_slices[plane] > 0, voxel_size_nm)
             ax.set_title(f"{name} {plane}", fontsize=9)
             if row == len(names) - 1:
                 ax.set_xlabel(f"{plane[0]} (nm)", fontsize=8)
