@@ -5,8 +5,8 @@ rosettasciio reads) becomes one image per element of a :class:`~edxtomo.io.TiltS
 the gross counts in each element's integration window plus a background model
 (``method="windows"``), or net counts unmixed by an EDS-model fit (``method="model"``).
 
-- :mod:`~edxtomo.extract.lines`: exspy's X-ray line table, integration
-  windows and the default line of each element.
+- :mod:`~edxtomo.extract.lines`: exspy's X-ray line table, integration windows and the
+  default line of each element.
 - :mod:`~edxtomo.extract.windows`: background windows and the plan of lines and windows
   (:class:`LineWindows`), keV windows as channel ranges.
 - :mod:`~edxtomo.extract.reduction`: one spectrum image reduced to window counts per pixel
