@@ -57,7 +57,7 @@ from edxtomo.extract.presence import (
 )
 from edxtomo.extract.reduction import reduce_spectrum_image
 from edxtomo.extract.sample import extract_sample, raw_files, write_extracted
-from edxtomo.extract.series import CONTINUUM_PIECE_FWHM, SummedSpectrum, extract_tilt_series
+from edxtomo.extract.series import SummedSpectrum, extract_tilt_series
 from edxtomo.extract.tilts import (
     ANGLE_TOLERANCE_DEG,
     check_acquisitions,
@@ -68,6 +68,7 @@ from edxtomo.extract.windows import (
     BACKGROUND_LINE_WEIGHT,
     BACKGROUND_MIN_WIDTH_FWHM,
     BACKGROUND_REACH_FWHM,
+    CONTINUUM_PIECE_FWHM,
     LINE_CLEARANCE_FWHM,
     LineWindows,
     auto_background_windows,

@@ -10,11 +10,7 @@ and each element must stand above its background or is flagged ``element_absent`
 it builds the background (:mod:`~edxtomo.extract.background`) or unmixes overlapping lines
 (:mod:`~edxtomo.extract.model`).
 
-Continuum pieces
-    The per-pixel continuum map sums the channels of the background windows. Since those
-    windows are final only once the summed spectrum is known, each file is reduced over
-    the candidate windows cut into pieces of at most :data:`CONTINUUM_PIECE_FWHM`; the map
-    then sums the pieces that lie inside the final windows.
+The windows are reduced as continuum pieces (:mod:`~edxtomo.extract.windows`).
 """
 
 from __future__ import annotations
@@ -30,7 +26,6 @@ from tqdm import tqdm
 
 from edxtomo.errors import EdxtomoInputError
 from edxtomo.extract.background import background_maps, window_background
-from edxtomo.extract.lines import xray_fwhm_keV
 from edxtomo.extract.model import fit_eds_model, unmix, unmixing_matrix
 from edxtomo.extract.presence import (
     SIGNIFICANCE_SIGMA,
@@ -42,12 +37,10 @@ from edxtomo.extract.presence import (
 from edxtomo.extract.reduction import reduce_spectrum_image
 from edxtomo.extract.tilts import check_acquisitions, order_tilts
 from edxtomo.extract.windows import (
+    ChannelWindows,
     LineWindows,
     avoid_peaks,
-    channel_range,
-    merge_ranges,
     plan_lines,
-    split_ranges,
 )
 from edxtomo.io import (
     EAGER_READ_MAX_BYTES,
@@ -61,11 +54,6 @@ from edxtomo.io import (
 from edxtomo.options import ExtractOptions, parse_options
 
 log = logging.getLogger(__name__)
-
-#: Largest continuum piece, in FWHM of the detector at its energy: a background window
-#: trimmed around a peak loses at most this much more than the trim itself.
-CONTINUUM_PIECE_FWHM = 1.0
-
 
 @dataclass
 class SummedSpectrum:
@@ -140,53 +128,6 @@ class _Tilt:
     haadf: np.ndarray | None
 
 
-@dataclass
-class _Windows:
-    """The lines and windows of a series in channels, and the continuum pieces."""
-
-    plan: dict[str, LineWindows]
-    acquisition: Acquisition
-    elements: dict[str, tuple[int, int]]
-    pieces: list[tuple[int, int]]
-
-    @classmethod
-    def of(cls, plan: dict[str, LineWindows], acquisition: Acquisition) -> _Windows:
-        windows = cls(plan, acquisition, {}, [])
-        windows.elements = {e: windows.channels(p.integration_keV) for e, p in plan.items()}
-        union = windows.background_union()
-        energy = acquisition.energy_keV
-        widths = [int(CONTINUUM_PIECE_FWHM * xray_fwhm_keV(energy[(a + b) // 2],
-                                                          acquisition.resolution_mnka_eV)
-                      / acquisition.energy_scale_keV) for a, b in union]
-        windows.pieces = split_ranges(union, widths)
-        return windows
-
-    def channels(self, window: Sequence[float]) -> tuple[int, int]:
-        a = self.acquisition
-        return channel_range(window, a.energy_offset_keV, a.energy_scale_keV, a.n_channel)
-
-    def background(self, element: str) -> list[tuple[int, int]]:
-        return [self.channels(w) for w in self.plan[element].background_keV]
-
-    def one_count_background(self, element: str) -> float:
-        """Background under the element's window that one count in its background windows
-        implies: integration channels / background channels (0 without windows)."""
-        n_background = sum(b - a for a, b in self.background(element))
-        start, stop = self.elements[element]
-        return (stop - start) / n_background if n_background else 0.0
-
-    def background_union(self) -> list[tuple[int, int]]:
-        """The background windows of every element as disjoint channel ranges."""
-        return merge_ranges([self.channels(w) for p in self.plan.values()
-                             for w in p.background_keV])
-
-    def continuum_pieces(self) -> np.ndarray:
-        """Which pieces lie inside the current background windows, bool ``(n_piece,)``."""
-        union = self.background_union()
-        return np.array([any(s <= a and b <= e for s, e in union) for a, b in self.pieces],
-                        dtype=bool)
-
-
 def _resolve_elements(elements: Sequence[str] | None, acquisition: Acquisition) -> list[str]:
     if elements:
         return list(dict.fromkeys(elements))
@@ -212,7 +153,7 @@ def _check_data(detectors: list, acquisition: Acquisition) -> None:
 
 
 def _reduce_tilt(
-    detectors: list, acquisition: Acquisition, windows: _Windows, keep_frames: bool
+    detectors: list, acquisition: Acquisition, windows: ChannelWindows, keep_frames: bool
 ) -> _Tilt:
     """Window counts, continuum pieces and spectrum of one file (detectors summed), and HAADF."""
     path = acquisition.path
@@ -248,7 +189,7 @@ def _reduce_tilt(
                  read_haadf(path))
 
 
-def _read_tilts(acquisitions: Sequence[Acquisition], windows: _Windows,
+def _read_tilts(acquisitions: Sequence[Acquisition], windows: ChannelWindows,
                 keep_frames: bool) -> list[_Tilt]:
     """Read and reduce every file in turn; small files at once, large ones lazily."""
     tilts = []
@@ -333,7 +274,7 @@ def extract_tilt_series(
     elements = series_elements(list(elements or options.elements) or None, acquisitions)
     plan_options = {"lines": dict(options.lines), "integration_fwhm": options.integration_fwhm,
                     "background": options.background}
-    windows = _Windows.of(plan_lines(elements, first, **plan_options), first)
+    windows = ChannelWindows.of(plan_lines(elements, first, **plan_options), first)
     tilts = _read_tilts(acquisitions, windows, options.keep_frames)
     size_nm, size_source = _pixel_size(first, pixel_size_nm)
 
@@ -414,7 +355,7 @@ def _log_unlisted(peaks: Sequence[Peak]) -> None:
                       f"{p.significance_sigma:.0f} sigma)" for p in unlisted))
 
 
-def _under_windows(spectrum: np.ndarray, windows: _Windows, fit: Any) -> dict[str, float]:
+def _under_windows(spectrum: np.ndarray, windows: ChannelWindows, fit: Any) -> dict[str, float]:
     """Background counts under each integration window in the summed spectrum."""
     if fit is not None:
         return {e: float(fit.background[slice(*r)].sum()) for e, r in windows.elements.items()}
@@ -458,7 +399,7 @@ def _provenance(options: ExtractOptions, first: Acquisition, tilts: Sequence[_Ti
     }
 
 
-def _channel_provenance(windows: _Windows, element: str, counts: bool, gross: np.ndarray,
+def _channel_provenance(windows: ChannelWindows, element: str, counts: bool, gross: np.ndarray,
                         background: float, presence: ElementPresence) -> dict[str, Any]:
     log.info("%s: %d gross counts over the series, %.1f background, %.1f sigma", element,
              int(gross.sum()), background, presence.significance_sigma)

@@ -7,7 +7,14 @@ subtraction). Automatic windows keep clear of the lines of the listed elements, 
 the spectrum summed over the series is known, of every peak found in it
 (:func:`avoid_peaks`, peaks from :func:`~edxtomo.extract.presence.find_peaks`).
 :func:`channel_range`, :func:`merge_ranges` and :func:`split_ranges` turn keV windows into
-the channel ranges that :func:`~edxtomo.extract.reduction.reduce_spectrum_image` sums.
+the channel ranges that :func:`~edxtomo.extract.reduction.reduce_spectrum_image` sums;
+:class:`ChannelWindows` holds a series' windows as such ranges.
+
+Continuum pieces
+    The per-pixel continuum map sums the channels of the background windows. Since those
+    windows are final only once the summed spectrum is known, each file is reduced over
+    the candidate windows cut into pieces of at most :data:`CONTINUUM_PIECE_FWHM`; the map
+    then sums the pieces that lie inside the final windows.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ BACKGROUND_LINE_WEIGHT = 0.05
 LINE_CLEARANCE_FWHM = 1.5
 BACKGROUND_REACH_FWHM = (2.0, 5.0)
 BACKGROUND_MIN_WIDTH_FWHM = 0.5
+
+#: Largest continuum piece, in FWHM of the detector at its energy: a background window
+#: trimmed around a peak loses at most this much more than the trim itself.
+CONTINUUM_PIECE_FWHM = 1.0
 
 
 def auto_background_windows(
@@ -301,3 +312,66 @@ def merge_ranges(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             merged.append((start, stop))
     return merged
+
+
+@dataclass
+class ChannelWindows:
+    """The lines and windows of a series in channels, and the continuum pieces.
+
+    Attributes
+    ----------
+    plan : dict of str to LineWindows
+        Per element, its line and windows in keV (:func:`plan_lines`, then
+        :func:`avoid_peaks`).
+    acquisition : Acquisition
+        The file whose energy axis turns keV into channels.
+    elements : dict of str to (int, int)
+        Per element, its integration window as a channel range ``[start, stop)``.
+    pieces : list of (int, int)
+        The continuum pieces: the background windows at planning, cut into ranges of at
+        most :data:`CONTINUUM_PIECE_FWHM`.
+    """
+
+    plan: dict[str, LineWindows]
+    acquisition: Acquisition
+    elements: dict[str, tuple[int, int]]
+    pieces: list[tuple[int, int]]
+
+    @classmethod
+    def of(cls, plan: dict[str, LineWindows], acquisition: Acquisition) -> ChannelWindows:
+        """The windows of ``plan`` in the channels of ``acquisition``, with their pieces."""
+        windows = cls(plan, acquisition, {}, [])
+        windows.elements = {e: windows.channels(p.integration_keV) for e, p in plan.items()}
+        union = windows.background_union()
+        energy = acquisition.energy_keV
+        fwhm_keV = line_table.xray_fwhm_keV(
+            np.array([energy[(a + b) // 2] for a, b in union]), acquisition.resolution_mnka_eV)
+        widths = [int(CONTINUUM_PIECE_FWHM * f / acquisition.energy_scale_keV)
+                  for f in np.atleast_1d(fwhm_keV)]
+        windows.pieces = split_ranges(union, widths)
+        return windows
+
+    def channels(self, window: Sequence[float]) -> tuple[int, int]:
+        a = self.acquisition
+        return channel_range(window, a.energy_offset_keV, a.energy_scale_keV, a.n_channel)
+
+    def background(self, element: str) -> list[tuple[int, int]]:
+        return [self.channels(w) for w in self.plan[element].background_keV]
+
+    def one_count_background(self, element: str) -> float:
+        """Background under the element's window that one count in its background windows
+        implies: integration channels / background channels (0 without windows)."""
+        n_background = sum(b - a for a, b in self.background(element))
+        start, stop = self.elements[element]
+        return (stop - start) / n_background if n_background else 0.0
+
+    def background_union(self) -> list[tuple[int, int]]:
+        """The background windows of every element as disjoint channel ranges."""
+        return merge_ranges([self.channels(w) for p in self.plan.values()
+                             for w in p.background_keV])
+
+    def continuum_pieces(self) -> np.ndarray:
+        """Which pieces lie inside the current background windows, bool ``(n_piece,)``."""
+        union = self.background_union()
+        return np.array([any(s <= a and b <= e for s, e in union) for a, b in self.pieces],
+                        dtype=bool)
