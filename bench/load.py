@@ -4,8 +4,10 @@ Clones the repository's committed state into fresh folders and runs the demo the
 ``snakemake --cores 2``, as a user would (``PYTHONPATH`` points at each clone, so its own
 code runs): first alone, then two clones at the same time. Prints the idle time with the
 time of each job, the time of each shared run, and the ratio of the slower shared run to
-the idle one (goal: at most 3; a fair share of the cores gives 2). The load average is
-printed with every figure: the machine may be shared with other work.
+the idle one (goal: at most 3; a fair share of the cores gives 2). The load average and
+the share of CPU time the hypervisor gave to other virtual machines (steal, from
+``/proc/stat``) are printed with every figure: the machine may be shared with other work,
+inside it or beside it.
 
     python bench/load.py                 # idle, then two at once (about 15-20 minutes idle)
     python bench/load.py --idle-only     # the demo alone, with the time of each job
@@ -77,13 +79,26 @@ def finish(process: subprocess.Popen, folder: Path, started: float) -> float:
     return time.perf_counter() - started
 
 
-def run_demos(folders: list[Path]) -> tuple[list[float], float, float]:
-    """Run the demo in every folder at the same time: wall times, load before and after."""
-    load_before = os.getloadavg()[0]
+def cpu_ticks() -> tuple[int, int]:
+    """``(all, stolen)`` CPU ticks since boot, from ``/proc/stat`` (``(0, 0)`` without it)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    except (OSError, ValueError):
+        return 0, 0
+    return sum(fields), fields[7]
+
+
+def run_demos(folders: list[Path]) -> tuple[list[float], str]:
+    """Run the demo in every folder at the same time: wall times, and the conditions
+    (load average before / after, CPU time stolen by the hypervisor) as a table cell."""
+    load_before, (total_before, stolen_before) = os.getloadavg()[0], cpu_ticks()
     started = time.perf_counter()
     processes = [start_demo(folder) for folder in folders]
     seconds = [finish(p, f, started) for p, f in zip(processes, folders, strict=True)]
-    return seconds, load_before, os.getloadavg()[0]
+    total, stolen = (a - b for a, b in zip(cpu_ticks(), (total_before, stolen_before),
+                                           strict=True))
+    steal = f"{100 * stolen / total:.1f}%" if total else "n/a"
+    return seconds, f"{load_before:.2f} / {os.getloadavg()[0]:.2f} | {steal}"
 
 
 def minutes(seconds: float) -> str:
@@ -99,20 +114,19 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="edxtomo-load-"))
     commit = _commit(args.commit)
     idle = clone(workdir, "idle", commit)
-    (idle_seconds,), idle_load, idle_load_after = run_demos([idle])
+    (idle_seconds,), idle_conditions = run_demos([idle])
     print(f"clones in {workdir}, commit {commit[:10]}, {os.cpu_count()} CPUs\n")
     print("| job | seconds |\n|---|---|")
     for name, seconds in job_times(max((idle / ".snakemake/log").glob("*.snakemake.log"))):
         print(f"| {name} | {seconds:.0f} |")
-    print("\n| run | wall time | load average before / after |\n|---|---|---|")
-    print(f"| demo alone (reference) | {minutes(idle_seconds)} | {idle_load:.2f} / "
-          f"{idle_load_after:.2f} |")
+    print("\n| run | wall time | load average before / after | CPU stolen |\n|---|---|---|---|")
+    print(f"| demo alone (reference) | {minutes(idle_seconds)} | {idle_conditions} |",
+          flush=True)
     if args.idle_only:
         return
-    shared, load, load_after = run_demos([clone(workdir, f"user{k}", commit) for k in (1, 2)])
+    shared, conditions = run_demos([clone(workdir, f"user{k}", commit) for k in (1, 2)])
     for k, seconds in enumerate(shared, start=1):
-        print(f"| demo beside a second demo, user {k} | {minutes(seconds)} | {load:.2f} / "
-              f"{load_after:.2f} |")
+        print(f"| demo beside a second demo, user {k} | {minutes(seconds)} | {conditions} |")
     print(f"\nratio shared / alone: {max(shared) / idle_seconds:.2f} (goal <= 3, fair share 2)")
 
 
