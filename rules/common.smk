@@ -88,6 +88,14 @@ def selfcheck_tv(wildcards):
     return chosen_tv(wildcards.sample, CONFIG.reconstruct.deep.selfcheck)
 
 
+def denoised_parts(wildcards):
+    """Step a's trainings that the deep job reads, by part (rule denoise)."""
+    return {
+        part: f"results/{wildcards.sample}/denoised/{part}"
+        for part in CONFIG.reconstruct.deep.denoising_parts()
+    }
+
+
 def fused_tv(wildcards):
     """The tv reconstruction whose chosen weights fused takes for its KL term, if any."""
     wanted = wildcards.method == "fused" and CONFIG.reconstruct.fused.weight == "auto"

@@ -26,10 +26,39 @@ rule reconstruct:
         "../scripts/reconstruct.py"
 
 
-# The training checkpoints are a second log: Snakemake keeps logs of a failed job, so an
-# interrupted deep job resumes from them (delete the folder to start over).
+# Step a of deep, one job per training: the extracted series ("full") and, with the
+# self-check on, its half of the counts ("selfcheck"). They need only the extracted series,
+# so they start beside align and the classical methods, not after tv. The training
+# checkpoints are a second log: Snakemake keeps logs of a failed job, so an interrupted job
+# resumes from them (delete the folder to start over).
+rule denoise:
+    input:
+        extracted="results/{sample}/extracted",
+    output:
+        directory("results/{sample}/denoised/{part}"),
+    log:
+        log="logs/denoise/{sample}_{part}.log",
+        checkpoints=directory("logs/denoise/{sample}_{part}_checkpoints"),
+    wildcard_constraints:
+        part="full|selfcheck",
+    conda:
+        "../envs/gpu.yaml"
+    threads: 1
+    # the longest chain starts here (denoise, deep, its analysis): first of the ready jobs
+    priority: 1
+    resources:
+        gpu=1,
+    params:
+        options=CONFIG.reconstruct.deep.denoising_settings(),
+        seed=CONFIG.seed,
+        device=CONFIG.device,
+    script:
+        "../scripts/denoise.py"
+
+
 rule reconstruct_deep:
     input:
+        unpack(denoised_parts),
         extracted="results/{sample}/extracted",
         aligned="results/{sample}/aligned",
         tv=selfcheck_tv,

@@ -1,9 +1,10 @@
-"""Rule reconstruct_deep: the unsupervised deep pipeline (Han et al. 2021) on one sample."""
+"""Rule reconstruct_deep: the unsupervised deep pipeline (Han et al. 2021) on one sample,
+from step a's denoised maps (rule denoise)."""
 
 from pathlib import Path
 
 from edxtomo.align import read_transforms
-from edxtomo.deep import run_deep, write_deep_run
+from edxtomo.deep import Denoising, read_denoised, run_deep, write_deep_run
 from edxtomo.io import load_tilt_series
 from edxtomo.options import ReconstructOptions
 from edxtomo.runtime import rule_context
@@ -23,5 +24,7 @@ with rule_context(snakemake.log.log, snakemake.threads):
         device=snakemake.params.device,
         checkpoint_dir=snakemake.log.checkpoints,
         classical=classical,
+        denoising=Denoising(*(read_denoised(snakemake.input.get(part))
+                              for part in options.deep.denoising_parts())),
     )
     write_deep_run(run, snakemake.output[0])

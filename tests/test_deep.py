@@ -16,16 +16,21 @@ import pytest
 import tifffile
 import torch
 from conftest import shared_path
+from scipy import ndimage
 
 import edxtomo.deep.training as training
 from edxtomo.deep import (
+    Denoising,
     TrainingDivergedError,
     choose_scheme,
+    denoise_part,
     denoise_projections,
     dense_angles,
+    read_denoised,
     reconstruct_deep,
     run_deep,
     write_deep_run,
+    write_denoised,
 )
 from edxtomo.deep.pairs import split_counts, split_frames
 from edxtomo.deep.unet import DenoiserNet
@@ -531,6 +536,48 @@ def test_selfcheck_beside_the_full_run_equals_one_after_the_other():
                                       two.denoised.projections[element])
         np.testing.assert_allclose(one.result.volumes[element], two.result.volumes[element],
                                    rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("maps", ["counts", "float"])
+def test_step_a_written_and_read_back_gives_the_same_run(tmp_path, maps):
+    """The workflow's path: each training of step a as a job of its own (denoise_part,
+    written, read back) and then run_deep from them, equals run_deep in one call. Float
+    maps (filtered counts) take the left-out-tilts self-check, whose step a sees fewer
+    tilts."""
+    series, _, _ = _specimen(16)
+    if maps == "float":
+        series = TiltSeries({**series.channels, **{
+            e: ndimage.gaussian_filter(series.channels[e].astype(np.float32), (0, 0.7, 0.7))
+            for e in ELEMENTS}}, series.angles_deg, series.pixel_size_nm)
+    tiny = SELFCHECK_DEEP.model_copy(update={
+        "denoise": FAST_DENOISE.model_copy(update={"steps": 4}),
+        "enrich": FAST_DEEP.enrich.model_copy(update={"steps": 2}),
+        "mbir": FAST_DEEP.mbir.model_copy(update={"outer": 2, "inner": 5}),
+        "final": FAST_DEEP.final.model_copy(update={"iterations": 5})})
+    kwargs = {"seed": 3, "device": "cpu", "progress": False,
+              "classical": ReconstructOptions(tv={"iterations": 10, "weight": 1.0})}
+    transforms = _identity_transforms(ANGLES)
+    whole = run_deep(series, series, transforms, tiny, **kwargs)
+    for part in ("full", "selfcheck"):
+        write_denoised(denoise_part(series, tiny, part, seed=3, device="cpu", progress=False),
+                       tmp_path / part)
+    denoising = Denoising(read_denoised(tmp_path / "full"), read_denoised(tmp_path / "selfcheck"))
+    assert (tmp_path / "selfcheck" / "losses.tsv").is_file()
+    assert denoising.full.scheme == whole.denoised.scheme
+    assert list(denoising.full.projections) == list(ELEMENTS)   # the networks' channel order
+    assert denoising.full.losses == whole.denoised.losses
+    if maps == "float":
+        assert len(denoising.selfcheck.angles_deg) < len(ANGLES)
+    split = run_deep(series, series, transforms, tiny, denoising=denoising, **kwargs)
+    pd.testing.assert_frame_equal(whole.selfcheck, split.selfcheck)
+    for element in ELEMENTS:
+        np.testing.assert_array_equal(whole.denoised.projections[element],
+                                      denoising.full.projections[element])
+        np.testing.assert_array_equal(whole.result.volumes[element],
+                                      split.result.volumes[element])
+    with pytest.raises(EdxtomoInputError, match="no self-check half"):
+        run_deep(series, series, transforms, tiny, denoising=Denoising(denoising.full),
+                 **kwargs)
 
 
 def test_selfcheck_flags_a_broken_run(caplog):

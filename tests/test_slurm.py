@@ -272,17 +272,17 @@ def test_slurm_profile_runs_jobs_through_the_scheduler(slurm_cluster, slurm_run)
         assert states.get(job_id) == ("COMPLETED", "test"), (rule, job_id, sacct.stdout)
 
 
-def test_slurm_gpu_request_is_valid(slurm_cluster, slurm_run, tmp_path):
-    """The deep rule's gpu=1 becomes --gpus=1, which slurmctld accepts (sbatch --test-only).
+def test_slurm_gpu_requests_are_valid(slurm_cluster, slurm_run, tmp_path):
+    """The GPU rules' gpu=1 becomes --gpus=1, which slurmctld accepts (sbatch --test-only).
 
-    The deep job must not run on this GPU-less node: an sbatch first on PATH records the
+    Their jobs must not run on this GPU-less node: an sbatch first on PATH records the
     plugin's call, has slurmctld judge it with --test-only (nothing is queued), and refuses
-    the submission.
+    the submission. The denoise job is judged first; then it runs here, without the
+    profile and with two training steps, so that the deep job is the next to submit.
     """
-    record = tmp_path / "sbatch_args"
-    verdict = tmp_path / "sbatch_test_only"
     shim_dir = tmp_path / "shim"
     shim_dir.mkdir()
+    record, verdict = tmp_path / "sbatch_args", tmp_path / "sbatch_test_only"
     (shim_dir / "sbatch").write_text(
         "#!/bin/sh\n"
         f"printf '%s\\n' \"$@\" > {record}\n"
@@ -291,17 +291,29 @@ def test_slurm_gpu_request_is_valid(slurm_cluster, slurm_run, tmp_path):
         "echo 'sbatch: error: refused by the test shim' >&2\nexit 1\n")
     (shim_dir / "sbatch").chmod(0o755)
     env = {**slurm_cluster.env, "PATH": f"{shim_dir}:{slurm_cluster.env['PATH']}"}
-    # The deep job alone: with its self-check on, tv (whose weights it reuses) comes first.
+    # With the self-check on, tv (whose weights it reuses) and the self-check's denoise job
+    # would come before the deep job.
     config = yaml.safe_load((slurm_run / "config" / "config.yaml").read_text())
     config["reconstruct"]["deep"]["selfcheck"] = False
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    result = _snakemake(env, slurm_run, "results/demo_qd/recon/deep", "--configfile",
-                        str(tmp_path / "config.yaml"), timeout=300)
-    output = (result.stdout + result.stderr)[-4000:]
-    assert result.returncode != 0, output   # the shim refused the submission
-    assert record.exists(), output
-    call = " ".join(record.read_text().splitlines())
-    assert "--gpus=1" in call, call
-    assert "rule_reconstruct_deep" in call, call
-    text = verdict.read_text()
-    assert "to start at" in text and "exit 0" in text, text + call
+    config["reconstruct"]["deep"].setdefault("denoise", {})["steps"] = 2
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
+    def assert_judged_and_refused(rule: str, target: str) -> None:
+        result = _snakemake(env, slurm_run, target, "--configfile", str(config_path),
+                            timeout=300)
+        output = (result.stdout + result.stderr)[-4000:]
+        assert result.returncode != 0, output   # the shim refused the submission
+        call = " ".join(record.read_text().splitlines())
+        assert "--gpus=1" in call and f"rule_{rule}" in call, call
+        text = verdict.read_text()
+        assert "to start at" in text and "exit 0" in text, text + call
+
+    assert_judged_and_refused("denoise", "results/demo_qd/denoised/full")
+    local = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"),
+         "--directory", str(slurm_run), "--cores", "2", "--configfile", str(config_path),
+         "results/demo_qd/denoised/full"], capture_output=True, text=True, timeout=300,
+        cwd=slurm_run)
+    assert local.returncode == 0, (local.stdout + local.stderr)[-4000:]
+    assert_judged_and_refused("reconstruct_deep", "results/demo_qd/recon/deep")

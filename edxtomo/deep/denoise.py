@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from edxtomo.deep.denoise_data import RECORRUPTION_SHARE, DenoiseData
@@ -71,10 +72,11 @@ from edxtomo.deep.training import (
     make_generator,
     seeded_module,
     train,
+    write_losses,
 )
 from edxtomo.deep.unet import DenoiserNet
 from edxtomo.errors import EdxtomoInputError
-from edxtomo.io import TiltSeries
+from edxtomo.io import TiltSeries, read_stack, write_stack
 from edxtomo.options import DenoiseOptions, parse_options
 from edxtomo.options.deep import budget_name, fill_budget
 from edxtomo.tomo.device import resolve_device
@@ -92,6 +94,9 @@ class DenoiseResult:
         ``(n_tilt, ny, nx)`` in the raw (unaligned) frame, full dose.
     scheme : str
         The scheme that ran.
+    angles_deg : ndarray, shape (n_tilt,)
+        Tilt angles of the projections in degrees (those of the denoised series).
+    pixel_size_nm : float
     losses : dict of str to list of float
         Training loss per step, per network (``"In+P+..."`` for a shared one).
     noise_correlation_px : int or None
@@ -104,6 +109,8 @@ class DenoiseResult:
 
     projections: dict[str, np.ndarray]
     scheme: str
+    angles_deg: np.ndarray
+    pixel_size_nm: float
     losses: dict[str, list[float]] = field(default_factory=dict)
     noise_correlation_px: int | None = None
     count_scale: dict[str, float] = field(default_factory=dict)
@@ -207,7 +214,8 @@ def denoise_projections(
         if scales.get(element, 1.0) != 1.0:
             net = net * np.float32(scales[element])
         projections[element] = np.ascontiguousarray(net, dtype=np.float32)
-    return DenoiseResult(projections, scheme, losses,
+    return DenoiseResult(projections, scheme, np.asarray(series.angles_deg, float),
+                         series.pixel_size_nm, losses,
                          None if scheme in COUNT_SCHEMES else plan.correlation_px, scales)
 
 
@@ -249,3 +257,42 @@ def _networks(data: DenoiseData, opts: DenoiseOptions, scheme: str, seed: int,
         for grouped, alone in zip(model.parameters(), first.parameters(), strict=True):
             grouped.copy_(alone.reshape(1, -1).expand(len(inputs), -1).reshape(grouped.shape))
     return model, sub
+
+
+def write_denoised(result: DenoiseResult, directory: str | Path) -> None:
+    """Write a :class:`DenoiseResult` as ``directory/{element}.hspy`` (raw frame; scheme,
+    scales and the order of the elements in the metadata) and ``directory/losses.tsv``
+    (the loss of each network per step)."""
+    out = Path(directory)
+    provenance = {"frame": "raw (unaligned)", "scheme": result.scheme,
+                  "elements": list(result.projections)} | {
+        key: value for key, value in (("noise_correlation_px", result.noise_correlation_px),)
+        if value is not None}
+    for name, stack in result.projections.items():
+        scale = result.count_scale.get(name)
+        write_stack(out / f"{name}.hspy", stack, result.angles_deg, result.pixel_size_nm, name,
+                    provenance | ({} if scale is None else {"count_scale": scale}))
+    write_losses(result.losses, out / "losses.tsv")
+
+
+def read_denoised(directory: str | Path) -> DenoiseResult:
+    """Read a :class:`DenoiseResult` written by :func:`write_denoised`, its elements in
+    their order (which the later networks' channels follow)."""
+    directory = Path(directory)
+    paths = sorted(directory.glob("*.hspy"))
+    if not paths:
+        raise EdxtomoInputError(f"{directory}: no denoised projections (*.hspy) in it")
+    stacks = {path.stem: read_stack(path) for path in paths}
+    _, angles_deg, pixel_size_nm, provenance = stacks[paths[0].stem]
+    elements = [str(e) for e in provenance["elements"]]
+    if sorted(elements) != sorted(stacks):
+        raise EdxtomoInputError(f"{directory}: holds {sorted(stacks)}, written as {elements}")
+    losses = pd.read_csv(directory / "losses.tsv", sep="\t", index_col="step")
+    correlation_px = provenance.get("noise_correlation_px")
+    return DenoiseResult(
+        {e: np.asarray(stacks[e][0], np.float32) for e in elements}, str(provenance["scheme"]),
+        angles_deg, pixel_size_nm,
+        {name: column.dropna().tolist() for name, column in losses.items()},
+        None if correlation_px is None else int(correlation_px),
+        {e: float(stacks[e][3]["count_scale"]) for e in elements
+         if "count_scale" in stacks[e][3]})

@@ -1,14 +1,20 @@
-"""The whole deep pipeline on one sample, in its order, and the folder it writes.
+"""The whole deep pipeline on one sample, in its order, and the folders it writes.
 
 a. denoise the raw, unaligned counts of the extracted series (count splitting needs
-   integer counts, which interpolation destroys);
+   integer counts, which interpolation destroys), and the self-check's half of them
+   beside it (:func:`denoise_part`, :func:`~edxtomo.tomo.device.side_by_side`);
    then apply the alignment transforms to the denoised maps, and put the aligned HAADF
    beside them as a channel of the model-based step;
 b-d. model-based reconstruction, view enrichment and the final reconstruction
    (:func:`~edxtomo.deep.pipeline.reconstruct_deep`);
-e. the self-check (:mod:`edxtomo.deep.selfcheck`): a-d and ``tv`` again on half of the
-   counts, each scored on the other half (``reconstruct.deep.selfcheck``). Its step a trains
-   beside the full run's (:func:`~edxtomo.tomo.device.side_by_side`).
+e. the self-check (:mod:`edxtomo.deep.selfcheck`): b-d and ``tv`` again on half of the
+   counts, each scored on the other half (``reconstruct.deep.selfcheck``).
+
+:func:`run_deep` runs a-e in one call. The workflow runs each training of step a as a job
+of its own (:func:`denoise_part`, written by :func:`~edxtomo.deep.denoise.write_denoised`,
+passed back to :func:`run_deep` as a :class:`Denoising`): they need only the extracted
+series, so they start beside the alignment and the classical methods, one core each,
+instead of after ``tv``, whose weights the self-check takes.
 """
 
 from __future__ import annotations
@@ -25,9 +31,12 @@ from edxtomo.align import apply_transforms
 from edxtomo.deep.denoise import DenoiseResult, denoise_projections
 from edxtomo.deep.pipeline import DeepResult, reconstruct_deep
 from edxtomo.deep.selfcheck import run_selfcheck, training_series, write_selfcheck
-from edxtomo.io import HAADF, TiltSeries, atomic_path, write_stack, write_volume
+from edxtomo.deep.training import write_losses
+from edxtomo.errors import EdxtomoInputError
+from edxtomo.io import HAADF, TiltSeries, write_stack, write_volume
 from edxtomo.options import DeepOptions, FusedOptions, ReconstructOptions
 from edxtomo.options.base import with_chosen_weights
+from edxtomo.options.deep import SELFCHECK_PART
 from edxtomo.tomo.device import resolve_device, side_by_side
 from edxtomo.tomo.weights import write_weights
 
@@ -59,6 +68,81 @@ class DeepRun:
     selfcheck: pd.DataFrame | None = None
 
 
+@dataclass
+class Denoising:
+    """Step a of a deep run.
+
+    Attributes
+    ----------
+    full : DenoiseResult
+        The extracted series denoised.
+    selfcheck : DenoiseResult or None
+        The self-check's training series denoised
+        (:func:`~edxtomo.deep.selfcheck.training_series`); None with the self-check off.
+    """
+
+    full: DenoiseResult
+    selfcheck: DenoiseResult | None = None
+
+
+def denoise_part(extracted: TiltSeries, options: DeepOptions, part: str, *, seed: int = 0,
+                 device: str | torch.device = "auto",
+                 checkpoint_dir: str | Path | None = None,
+                 progress: bool = True) -> DenoiseResult:
+    """One training of step a: the extracted series (``part="full"``) or the self-check's
+    training series (``"selfcheck"``). The workflow runs each as a job of its own.
+
+    Parameters are those of :func:`run_deep`; only ``options.denoise`` and ``budget`` are
+    read.
+    """
+    device = resolve_device(device)
+    return _denoise_part(extracted, _with_budget(options, device), part, seed, device,
+                         checkpoint_dir, progress)
+
+
+def _with_budget(options: DeepOptions, device: torch.device) -> DeepOptions:
+    """``options`` with the step counts of the budget that runs on ``device`` (logged)."""
+    options, budget = options.with_budget(device.type)
+    log.info("training budget %r (reconstruct.deep.budget: %s) on %s: denoise %d steps of "
+             "%d views, model-based %d x %d, enrichment %d steps, final %d iterations", budget,
+             options.budget, device, options.denoise.steps, options.denoise.batch_size,
+             options.mbir.outer, options.mbir.inner, options.enrich.steps,
+             options.final.iterations)
+    return options
+
+
+def _denoise_part(extracted: TiltSeries, options: DeepOptions, part: str, seed: int,
+                  device: torch.device, checkpoint_dir: str | Path | None,
+                  progress: bool) -> DenoiseResult:
+    """:func:`denoise_part` with the budget's counts filled in."""
+    if part not in ("full", SELFCHECK_PART):
+        raise ValueError(f"step a has the parts 'full' and {SELFCHECK_PART!r}, not {part!r}")
+    raw = extracted if part == "full" else training_series(extracted, seed)
+    denoised = denoise_projections(raw, seed=seed, device=device, options=options.denoise,
+                                   checkpoint_dir=checkpoint_dir, progress=progress)
+    log.info("denoising scheme (%s): %s", part, denoised.scheme)
+    return denoised
+
+
+def _denoise(extracted: TiltSeries, options: DeepOptions, seed: int, device: torch.device,
+             checkpoint_dir: Path | None, progress: bool) -> Denoising:
+    """Every part of step a, side by side (:func:`~edxtomo.tomo.device.side_by_side`);
+    the self-check's checkpoints go under ``checkpoint_dir/selfcheck``."""
+    # without the self-check, the full run's step a alone keeps every torch thread
+    results = side_by_side(device, *[
+        lambda part=part: _denoise_part(extracted, options, part, seed, device,
+                                        _part_folder(checkpoint_dir, part), progress)
+        for part in options.denoising_parts()])
+    return Denoising(*results)
+
+
+def _part_folder(checkpoint_dir: Path | None, part: str) -> Path | None:
+    """Where a part of a run keeps its checkpoints: the self-check's in a subfolder."""
+    if checkpoint_dir is None or part == "full":
+        return checkpoint_dir
+    return checkpoint_dir / SELFCHECK_PART
+
+
 def run_deep(
     extracted: TiltSeries,
     aligned: TiltSeries,
@@ -71,6 +155,7 @@ def run_deep(
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
     classical: ReconstructOptions | None = None,
+    denoising: Denoising | None = None,
 ) -> DeepRun:
     """Run steps a to d of the deep pipeline on one sample, then its self-check.
 
@@ -97,6 +182,9 @@ def run_deep(
         The classical methods' settings that deep reads: ``tv``, which the self-check
         compares with (``options.selfcheck``), and ``fused``, the HAADF model of
         ``mbir.data: fused``; default ``ReconstructOptions(nz=nz)``.
+    denoising : Denoising, optional
+        Step a, run beforehand (:func:`denoise_part` of each of
+        ``options.denoising_parts()``, the same options and seed); default: run it here.
 
     Returns
     -------
@@ -104,54 +192,41 @@ def run_deep(
     """
     device = resolve_device(device)
     classical = classical or ReconstructOptions(nz=nz)
-    options, budget = options.with_budget(device.type)
-    log.info("training budget %r (reconstruct.deep.budget: %s) on %s: denoise %d steps of "
-             "%d views, model-based %d x %d, enrichment %d steps, final %d iterations", budget,
-             options.budget, device, options.denoise.steps, options.denoise.batch_size,
-             options.mbir.outer, options.mbir.inner, options.enrich.steps,
-             options.final.iterations)
-    checked_raw = training_series(extracted, seed) if options.selfcheck else None
-    held_out_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / "selfcheck"
+    options = _with_budget(options, device)
+    checkpoints = None if checkpoint_dir is None else Path(checkpoint_dir)
+    if denoising is None:
+        denoising = _denoise(extracted, options, seed, device, checkpoints, progress)
+    elif options.selfcheck and denoising.selfcheck is None:
+        raise EdxtomoInputError("the self-check is on (reconstruct.deep.selfcheck) but step a "
+                                "denoised no self-check half: run step a with it on")
 
-    def step_a(raw: TiltSeries, checkpoints: Path | None) -> DenoiseResult:
-        denoised = denoise_projections(raw, seed=seed, device=device,
-                                       options=options.denoise, checkpoint_dir=checkpoints,
-                                       progress=progress)
-        log.info("denoising scheme: %s", denoised.scheme)
-        return denoised
+    def steps_b_to_d(denoised: DenoiseResult, registered: TiltSeries, table: pd.DataFrame,
+                     run_options: DeepOptions, checkpoints: Path | None) -> DeepResult:
+        return _steps_b_to_d(denoised, registered, table, run_options, classical.fused,
+                             nz=nz, seed=seed, device=device, checkpoint_dir=checkpoints,
+                             progress=progress)
 
-    def steps_b_to_d(denoised: DenoiseResult, raw: TiltSeries, registered: TiltSeries,
-                     table: pd.DataFrame, run_options: DeepOptions,
-                     checkpoints: Path | None) -> DeepResult:
-        return _steps_b_to_d(denoised, raw.angles_deg, registered, table, run_options,
-                             classical.fused, nz=nz, seed=seed, device=device,
-                             checkpoint_dir=checkpoints, progress=progress)
-
-    # without the self-check, the full run's step a alone keeps every torch thread
-    denoised, *checked_denoised = side_by_side(
-        device, lambda: step_a(extracted, checkpoint_dir),
-        *([] if checked_raw is None else [lambda: step_a(checked_raw, held_out_dir)]))
-    result = steps_b_to_d(denoised, extracted, aligned, transforms, options, checkpoint_dir)
+    result = steps_b_to_d(denoising.full, aligned, transforms, options, checkpoints)
     selfcheck = None
     if options.selfcheck:
         # The check scores the weights this run uses: step b's `auto` is not searched again.
         checked = with_chosen_weights(options, "mbir", result.chosen_weights)
+        checked_folder = _part_folder(checkpoints, SELFCHECK_PART)
         selfcheck = run_selfcheck(
             extracted, transforms,
-            lambda registered, table: steps_b_to_d(checked_denoised[0], checked_raw,
-                                                   registered, table, checked,
-                                                   held_out_dir).volumes,
+            lambda registered, table: steps_b_to_d(denoising.selfcheck, registered, table,
+                                                   checked, checked_folder).volumes,
             classical, seed=seed, device=device)
-    return DeepRun(denoised, result, np.asarray(aligned.angles_deg), aligned.pixel_size_nm,
-                   selfcheck)
+    return DeepRun(denoising.full, result, np.asarray(aligned.angles_deg),
+                   aligned.pixel_size_nm, selfcheck)
 
 
-def _steps_b_to_d(denoised: DenoiseResult, raw_angles_deg: np.ndarray, aligned: TiltSeries,
-                  transforms: pd.DataFrame, options: DeepOptions, fused: FusedOptions, *, nz,
-                  seed, device, checkpoint_dir, progress) -> DeepResult:
-    """The alignment of step a's maps (measured at ``raw_angles_deg``), then steps b-d
-    (options with their budget); the aligned HAADF joins the model-based step."""
-    views = {name: apply_transforms(stack, transforms, angles_deg=raw_angles_deg)
+def _steps_b_to_d(denoised: DenoiseResult, aligned: TiltSeries, transforms: pd.DataFrame,
+                  options: DeepOptions, fused: FusedOptions, *, nz, seed, device,
+                  checkpoint_dir, progress) -> DeepResult:
+    """The alignment of step a's maps, then steps b-d (options with their budget); the
+    aligned HAADF joins the model-based step."""
+    views = {name: apply_transforms(stack, transforms, angles_deg=denoised.angles_deg)
              for name, stack in denoised.projections.items()}
     if HAADF in aligned.channels:
         views = {HAADF: aligned.net_counts(HAADF), **views}
@@ -167,8 +242,8 @@ def write_deep_run(run: DeepRun, directory: str | Path) -> None:
 
     ``{channel}.tif`` (+ ``.hspy``): the final volumes; ``mbir/``: step b's volumes;
     ``enriched/{channel}.hspy``: the dense views (none with ``final.method: none``);
-    ``denoised/{element}.hspy``: step a in the raw frame; ``losses.tsv``: the training loss
-    of every network per step;
+    ``losses.tsv``: the training loss of every network of steps b-d per step (step a's:
+    :func:`~edxtomo.deep.denoise.write_denoised`);
     ``selfcheck.tsv``: ``deep`` against ``tv`` on held-out counts, when it ran;
     ``weights.tsv``: step b's held-out curves and chosen weights (``mbir.weight: auto``).
     """
@@ -180,16 +255,7 @@ def write_deep_run(run: DeepRun, directory: str | Path) -> None:
     for name, views in result.enriched_views.items():
         write_stack(out / "enriched" / f"{name}.hspy", views, result.dense_angles_deg, pixel_nm,
                     name)
-    for name, stack in run.denoised.projections.items():
-        write_stack(out / "denoised" / f"{name}.hspy", stack, run.angles_deg, pixel_nm, name,
-                    {"frame": "raw (unaligned)", "scheme": run.denoised.scheme}
-                    | {key: value for key, value in (
-                        ("noise_correlation_px", run.denoised.noise_correlation_px),
-                        ("count_scale", run.denoised.count_scale.get(name))) if value is not None})
-    losses = {**run.denoised.losses, **result.losses}
-    table = pd.DataFrame({k: pd.Series(v) for k, v in losses.items()})
-    with atomic_path(out / "losses.tsv") as tmp:
-        table.to_csv(tmp, sep="\t", index_label="step")
+    write_losses(run.result.losses, out / "losses.tsv")
     write_selfcheck(run.selfcheck, out / "selfcheck.tsv")
     if result.weight_curves:
         write_weights(result.weight_curves, out / "weights.tsv")

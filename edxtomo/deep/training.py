@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -244,3 +245,11 @@ def train(
                      len(losses), float(np.mean(tail)))
     model.eval()
     return per_group
+
+
+def write_losses(losses: dict[str, list[float]], path: str | Path) -> None:
+    """The training loss of each network per step as a TSV: a ``step`` column, then one
+    column per network (empty after a network's last step)."""
+    table = pd.DataFrame({name: pd.Series(values) for name, values in losses.items()})
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index_label="step")

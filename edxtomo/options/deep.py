@@ -6,7 +6,7 @@ when the defaults were chosen; see ``bench/README.md``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -17,6 +17,9 @@ MBIR_WEIGHT = 0.03
 """Step b weight of channels that a per-channel mapping leaves out without a `default`."""
 
 Budget = Literal["auto", "full", "fast"]
+
+SELFCHECK_PART = "selfcheck"
+"""The self-check's part of a deep run: its step a job, and its checkpoints' subfolder."""
 
 BUDGETS: dict[str, dict[str, dict[str, int]]] = {
     "full": {"denoise": {"steps": 400, "batch_size": 8}, "mbir": {"outer": 20, "inner": 20},
@@ -199,7 +202,18 @@ class DeepOptions(Options):
     """step d: final reconstruction"""
     selfcheck: bool = True
     """rerun steps a-d and `tv` on half of the counts and score both on the other half
-    (`selfcheck.tsv`, a warning where `deep` loses); doubles the job's work"""
+    (`selfcheck.tsv`, a warning where `deep` loses); doubles deep's work (a second denoise
+    job)"""
+
+    def denoising_settings(self) -> dict[str, Any]:
+        """The settings that a training of step a reads (``budget``, ``denoise``), as plain
+        data: the params of the workflow's denoise rule, which reruns only when they change."""
+        return self.model_dump(mode="json", include={"budget", "denoise"})
+
+    def denoising_parts(self) -> tuple[str, ...]:
+        """The trainings of step a, each a job of the workflow: ``"full"`` (the extracted
+        series) and, with the self-check on, :data:`SELFCHECK_PART` (its half)."""
+        return ("full", SELFCHECK_PART) if self.selfcheck else ("full",)
 
     def with_budget(self, device_type: str) -> tuple[DeepOptions, str]:
         """These options with every count left at ``null`` taken from the budget that runs
