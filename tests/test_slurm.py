@@ -311,9 +311,9 @@ def test_slurm_gpu_requests_are_valid(slurm_cluster, slurm_run, tmp_path):
 
     assert_judged_and_refused("denoise", "results/demo_qd/denoised/full")
     local = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"),
-         "--directory", str(slurm_run), "--cores", "2", "--configfile", str(config_path),
-         "results/demo_qd/denoised/full"], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "snakemake", "results/demo_qd/denoised/full", "--snakefile",
+         str(REPO_ROOT / "Snakefile"), "--directory", str(slurm_run), "--cores", "2",
+         "--configfile", str(config_path)], capture_output=True, text=True, timeout=300,
         cwd=slurm_run)
     assert local.returncode == 0, (local.stdout + local.stderr)[-4000:]
     assert_judged_and_refused("reconstruct_deep", "results/demo_qd/recon/deep")
