@@ -75,6 +75,16 @@ def torch_gpus(wildcards):
     )
 
 
+def deep_gpus(wildcards):
+    """GPUs a job of the deep pipeline takes: 1 where it may run on CUDA, a cluster job
+    (its node is not the planning host) or a local one where `torch_gpus` says so; 0 with
+    `device: cpu`. On a CPU-only workstation its jobs then run side by side, not one at a
+    time under the profile's `gpu` limit."""
+    if CONFIG.device == "cpu":
+        return 0
+    return 1 if not workflow.local_exec else torch_gpus(wildcards)
+
+
 def chosen_tv(sample, wanted):
     """The tv reconstruction whose chosen weights a job reuses, where it wants them and tv's
     weight is `auto` (its weights.tsv exists)."""

@@ -47,7 +47,7 @@ rule denoise:
     # the longest chain starts here (denoise, deep, its analysis): first of the ready jobs
     priority: 1
     resources:
-        gpu=1,
+        gpu=deep_gpus,
     params:
         options=CONFIG.reconstruct.deep.denoising_settings(),
         seed=CONFIG.seed,
@@ -71,7 +71,7 @@ rule reconstruct_deep:
         "../envs/gpu.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=deep_gpus,
     params:
         options=CONFIG.reconstruct.method_settings("deep"),
         seed=CONFIG.seed,
