@@ -4,7 +4,7 @@ from step a's denoised maps (rule denoise)."""
 from pathlib import Path
 
 from edxtomo.align import read_transforms
-from edxtomo.deep import Denoising, read_denoised, run_deep, write_deep_run
+from edxtomo.deep import read_denoising, run_deep, write_deep_run
 from edxtomo.io import load_tilt_series
 from edxtomo.options import ReconstructOptions
 from edxtomo.runtime import rule_context
@@ -24,7 +24,6 @@ with rule_context(snakemake.log.log, snakemake.threads):
         device=snakemake.params.device,
         checkpoint_dir=snakemake.log.checkpoints,
         classical=classical,
-        denoising=Denoising(*(read_denoised(snakemake.input.get(part))
-                              for part in options.deep.denoising_parts())),
+        denoising=read_denoising(snakemake.input.full, snakemake.input.get("selfcheck")),
     )
     write_deep_run(run, snakemake.output[0])

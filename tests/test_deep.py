@@ -26,7 +26,7 @@ from edxtomo.deep import (
     denoise_part,
     denoise_projections,
     dense_angles,
-    read_denoised,
+    read_denoising,
     reconstruct_deep,
     run_deep,
     write_deep_run,
@@ -561,7 +561,7 @@ def test_step_a_written_and_read_back_gives_the_same_run(tmp_path, maps):
     for part in ("full", "selfcheck"):
         write_denoised(denoise_part(series, tiny, part, seed=3, device="cpu", progress=False),
                        tmp_path / part)
-    denoising = Denoising(read_denoised(tmp_path / "full"), read_denoised(tmp_path / "selfcheck"))
+    denoising = read_denoising(tmp_path / "full", tmp_path / "selfcheck")
     assert (tmp_path / "selfcheck" / "losses.tsv").is_file()
     assert denoising.full.scheme == whole.denoised.scheme
     assert list(denoising.full.projections) == list(ELEMENTS)   # the networks' channel order

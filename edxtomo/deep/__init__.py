@@ -30,6 +30,7 @@ from edxtomo.deep.run import (
     DeepRun,
     Denoising,
     denoise_part,
+    read_denoising,
     run_deep,
     write_deep_run,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "enrich_views",
     "is_counts",
     "read_denoised",
+    "read_denoising",
     "reconstruct_deep",
     "run_deep",
     "run_selfcheck",

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from edxtomo.align import apply_transforms
-from edxtomo.deep.denoise import DenoiseResult, denoise_projections
+from edxtomo.deep.denoise import DenoiseResult, denoise_projections, read_denoised
 from edxtomo.deep.pipeline import DeepResult, reconstruct_deep
 from edxtomo.deep.selfcheck import run_selfcheck, training_series, write_selfcheck
 from edxtomo.deep.training import write_losses
@@ -83,6 +83,12 @@ class Denoising:
 
     full: DenoiseResult
     selfcheck: DenoiseResult | None = None
+
+
+def read_denoising(full: str | Path, selfcheck: str | Path | None = None) -> Denoising:
+    """Step a read back from the folders of its parts
+    (:func:`~edxtomo.deep.denoise.write_denoised`); no ``selfcheck`` folder, no part."""
+    return Denoising(read_denoised(full), None if selfcheck is None else read_denoised(selfcheck))
 
 
 def denoise_part(extracted: TiltSeries, options: DeepOptions, part: str, *, seed: int = 0,
