@@ -9,10 +9,11 @@ results/{sample}/extracted/            {channel}.hspy, background/{element}.hspy
                                        spectrum.tsv, windows.tsv (extract)
 results/{sample}/aligned/              {channel}.hspy, background/, transforms.tsv,
                                        diagnostics.npz (align)
+results/{sample}/denoised/{part}/      {element}.hspy, losses.tsv: deep's step a, one job
+                                       per training (denoise; part: full, selfcheck)
 results/{sample}/recon/{method}/       {channel}.tif and .hspy volumes (reconstruct;
-                                       method: sirt, fbp, tv, deep); deep also writes
-                                       denoised/, mbir/, enriched/, losses.tsv,
-                                       selfcheck.tsv
+                                       method: sirt, fbp, tv, fused, deep); deep also
+                                       writes mbir/, enriched/, losses.tsv, selfcheck.tsv
 results/{sample}/replicates/{method}/  {channel}_sd.tif and .hspy: per-voxel standard
                                        deviation of the volume; replicate_{k}/{channel}.tif:
                                        the count-split replicates (replicates; methods of
@@ -24,9 +25,9 @@ results/figures/                       report figures (figure_*)
 results/plan/                          plan.tsv, fit.tsv, recommendation.txt, precision.png,
                                        points/{scheme}/{counts}.tsv (`snakemake plan` only)
 logs/{rule}/...                        one log per job
-logs/reconstruct/{sample}_deep_checkpoints/
-                                       deep training checkpoints, declared as a log so
-                                       that an interrupted job resumes from them
+logs/denoise/{sample}_{part}_checkpoints/, logs/reconstruct/{sample}_deep_checkpoints/
+                                       training checkpoints, declared as logs so that an
+                                       interrupted job resumes from them
 
 Configuration: config/config.yaml for the demo, or your own file given with --configfile
 (config/README.md lists every key); validated against the options classes of

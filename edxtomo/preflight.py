@@ -6,7 +6,9 @@ collects every problem it finds, one line each naming the sample and the file:
 - raw spectrum images: the format by content, shapes, pixel sizes, energy axes, beam
   energy and detector across tilts, the stage tilts (present, not duplicated, and in
   agreement with the sheet's ``angles_deg``) (:mod:`edxtomo.extract.tilts`);
-- ready maps: the stacks, their shapes, the ``.rawtlt`` length, NaN and Inf values;
+- ready maps: the stacks, their shapes, the ``.rawtlt`` length, NaN and Inf values, and
+  a HAADF stack where a configured method needs one (``fused``, or deep's
+  ``mbir.data: fused``);
 - the analysis centre element against each sample's elements;
 - the device: ``cuda`` on a machine without an NVIDIA GPU.
 
@@ -62,10 +64,29 @@ def sample_problems(sample: Sample, config: WorkflowConfig) -> list[str]:
     if sample.simulated:
         return []
     try:
-        elements = _maps_elements(sample, config) if sample.maps else _raw_elements(sample, config)
+        if sample.maps:
+            elements, has_haadf = _maps_channels(sample, config)
+        else:
+            # a raw file's HAADF is read with its spectrum image: its job checks it
+            elements, has_haadf = _raw_elements(sample, config), True
     except EdxtomoInputError as exc:
         return [f"sample {sample.name!r}: {exc}"]
-    return [f"sample {sample.name!r}: {p}" for p in _centre_problems(elements, config)]
+    problems = _centre_problems(elements, config) + _haadf_problems(has_haadf, config)
+    return [f"sample {sample.name!r}: {p}" for p in problems]
+
+
+def _haadf_problems(has_haadf: bool, config: WorkflowConfig) -> list[str]:
+    """The configured methods that need a HAADF, where the sample has none."""
+    recon = config.reconstruct
+    needs = [what for what, wanted in (
+        ("method fused (reconstruct.methods)", "fused" in recon.methods),
+        ("reconstruct.deep.mbir.data: fused",
+         "deep" in recon.methods and recon.deep.mbir.data == "fused")) if wanted]
+    if has_haadf or not needs:
+        return []
+    verb = "needs" if len(needs) == 1 else "need"
+    return [f"{' and '.join(needs)} {verb} a HAADF stack, and its maps have none (no HAADF "
+            "file matches the pattern with {element} = HAADF): give one, or leave fused out"]
 
 
 def _centre_problems(elements: list[str], config: WorkflowConfig) -> list[str]:
@@ -90,11 +111,12 @@ def _raw_elements(sample: Sample, config: WorkflowConfig) -> list[str]:
     return series_elements(sample.selected_elements(config.extract.elements), headers)
 
 
-def _maps_elements(sample: Sample, config: WorkflowConfig) -> list[str]:
+def _maps_channels(sample: Sample, config: WorkflowConfig) -> tuple[list[str], bool]:
+    """Check a sample's maps; return its elements and whether it has a HAADF stack."""
     from edxtomo.io import HAADF, load_maps_series
 
     series = load_maps_series(sample.maps, sample.angles,
                               sample.selected_elements(config.extract.elements),
                               pixel_size_nm=sample.pixel_size_nm,
                               angles_deg=list(sample.angles_deg) or None)
-    return [name for name in series.channels if name != HAADF]
+    return [name for name in series.channels if name != HAADF], HAADF in series.channels

@@ -112,6 +112,23 @@ def test_nan_in_maps_is_found_before_any_job(tmp_path):
     assert "Zn.tif: 1 NaN or infinite values, in image(s) [3]" in text
 
 
+def test_fused_on_maps_without_a_haadf_stops_the_plan(tmp_path):
+    """The real sQD1 maps have no HAADF: with the default methods the fused job would
+    fail after every classical reconstruction had run."""
+    _maps(tmp_path, 5, 5)
+    sample = maps_sample(tmp_path, pixel_size_nm=0.5)
+    text = problems(sample)
+    assert ("sample 'mine': method fused (reconstruct.methods) needs a HAADF stack, and its "
+            "maps have none") in text
+    text = problems(sample, reconstruct={"methods": ["deep"], "deep": {"mbir": {"data": "fused"}}},
+                    analyze={"methods": ["deep"]})
+    assert "reconstruct.deep.mbir.data: fused needs a HAADF stack" in text
+    preflight({sample.name: sample}, load_workflow_config(
+        {"reconstruct": {"methods": ["sirt", "tv", "deep"]}}))
+    tifffile.imwrite(tmp_path / "HAADF.tif", np.ones((5, 8, 8), np.float32))
+    preflight({sample.name: sample}, load_workflow_config({}))
+
+
 @pytest.mark.skipif(nvidia_gpu_present(), reason="this machine has an NVIDIA GPU")
 def test_cuda_without_a_gpu_stops_the_plan(tmp_path):
     config = yaml.safe_load((REPO_ROOT / ".test/config/config.yaml").read_text())
