@@ -3,6 +3,7 @@ import re
 
 from edxtomo.config import load_samples, raw_inputs
 from edxtomo.options import load_workflow_config
+from edxtomo.options.deep import DENOISING_PARTS
 from edxtomo.preflight import preflight
 from edxtomo.runtime import failed_job_lines, nvidia_gpu_present, set_job_environment
 

@@ -40,7 +40,7 @@ rule denoise:
         log="logs/denoise/{sample}_{part}.log",
         checkpoints=directory("logs/denoise/{sample}_{part}_checkpoints"),
     wildcard_constraints:
-        part="full|selfcheck",
+        part="|".join(DENOISING_PARTS),
     conda:
         "../envs/gpu.yaml"
     threads: 1

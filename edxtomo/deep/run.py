@@ -36,7 +36,7 @@ from edxtomo.errors import EdxtomoInputError
 from edxtomo.io import HAADF, TiltSeries, write_stack, write_volume
 from edxtomo.options import DeepOptions, FusedOptions, ReconstructOptions
 from edxtomo.options.base import with_chosen_weights
-from edxtomo.options.deep import SELFCHECK_PART
+from edxtomo.options.deep import DENOISING_PARTS, SELFCHECK_PART
 from edxtomo.tomo.device import resolve_device, side_by_side
 from edxtomo.tomo.weights import write_weights
 
@@ -121,8 +121,8 @@ def _denoise_part(extracted: TiltSeries, options: DeepOptions, part: str, seed: 
                   device: torch.device, checkpoint_dir: str | Path | None,
                   progress: bool) -> DenoiseResult:
     """:func:`denoise_part` with the budget's counts filled in."""
-    if part not in ("full", SELFCHECK_PART):
-        raise ValueError(f"step a has the parts 'full' and {SELFCHECK_PART!r}, not {part!r}")
+    if part not in DENOISING_PARTS:
+        raise ValueError(f"step a has the parts {DENOISING_PARTS}, not {part!r}")
     raw = extracted if part == "full" else training_series(extracted, seed)
     denoised = denoise_projections(raw, seed=seed, device=device, options=options.denoise,
                                    checkpoint_dir=checkpoint_dir, progress=progress)

@@ -48,8 +48,8 @@ from edxtomo.io.stacks import (
 
 __all__ = [
     "BACKGROUND_DIR",
-    "EAGER_READ_MAX_BYTES",
     "DEFAULT_RESOLUTION_MNKA_EV",
+    "EAGER_READ_MAX_BYTES",
     "FRAME_AXIS_NAME",
     "HAADF",
     "REPLICATE_FOLDER",

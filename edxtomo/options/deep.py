@@ -20,6 +20,8 @@ Budget = Literal["auto", "full", "fast"]
 
 SELFCHECK_PART = "selfcheck"
 """The self-check's part of a deep run: its step a job, and its checkpoints' subfolder."""
+DENOISING_PARTS = ("full", SELFCHECK_PART)
+"""The trainings of step a: the extracted series, and the self-check's half of it."""
 
 BUDGETS: dict[str, dict[str, dict[str, int]]] = {
     "full": {"denoise": {"steps": 400, "batch_size": 8}, "mbir": {"outer": 20, "inner": 20},
@@ -213,7 +215,7 @@ class DeepOptions(Options):
     def denoising_parts(self) -> tuple[str, ...]:
         """The trainings of step a, each a job of the workflow: ``"full"`` (the extracted
         series) and, with the self-check on, :data:`SELFCHECK_PART` (its half)."""
-        return ("full", SELFCHECK_PART) if self.selfcheck else ("full",)
+        return DENOISING_PARTS if self.selfcheck else DENOISING_PARTS[:1]
 
     def with_budget(self, device_type: str) -> tuple[DeepOptions, str]:
         """These options with every count left at ``null`` taken from the budget that runs
